@@ -1,0 +1,201 @@
+"""Bound-computation time per batch, as ratios to a plain forward pass in the same run.
+
+Run from the repository root:
+
+    python -m benchmarks.bounds            # real sizes (DM-small batch 100, DM-large batch 64)
+    python -m benchmarks.bounds --quick    # small batches, for a 2-core laptop
+    python -m benchmarks.bounds --write    # also replace the table in BENCHMARKS.md
+
+Models have random weights (the cost does not depend on them). Every method computes the
+lower bounds of the margin specification (``bound_upper=False``, what training and
+verification use). Methods whose cost grows with the number of neurons (``crown``,
+``fastlin``, ``crown-opt``) run on DM-large at ``--full-batch`` examples only, and their
+time is scaled to the batch and flagged, because on a CPU they take minutes per batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+import jaxcert
+from jaxcert.models import get_model
+
+MARK_START = "<!-- bounds:start -->"
+MARK_END = "<!-- bounds:end -->"
+# Methods that bound every intermediate neuron by its own backward pass.
+FULL_METHODS = ("crown", "fastlin", "crown-opt")
+
+
+def _time(fn, *args, min_time: float = 1.0, min_reps: int = 3) -> tuple[float, float]:
+    """(compile + first run seconds, median seconds per call after it)."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    first = time.perf_counter() - start
+    times: list[float] = []
+    while len(times) < min_reps or sum(times) < min_time:
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+        if len(times) >= 50:
+            break
+    return first, statistics.median(times)
+
+
+def _setup(name: str, shape: tuple[int, ...], batch: int, eps: float, seed: int = 0):
+    model = get_model(name)
+    kx, ky, kp = jax.random.split(jax.random.PRNGKey(seed), 3)
+    x = jax.random.uniform(kx, (batch, *shape))
+    y = jax.random.randint(ky, (batch,), 0, 10)
+    variables = model.init(kp, x[:1])
+    return model, variables, x, y, eps
+
+
+def bench_model(name, shape, batch, eps, methods, full_batch, crown_opt_steps) -> list[dict]:
+    model, variables, x, y, eps = _setup(name, shape, batch, eps)
+    forward = jax.jit(lambda v, x: model.apply(v, x))
+    _, t_forward = _time(forward, variables, x)
+    rows = [
+        {
+            "model": name,
+            "method": "forward",
+            "batch": batch,
+            "seconds": t_forward,
+            "compile": None,
+            "ratio": 1.0,
+            "scaled": False,
+        }
+    ]
+    for method in methods:
+        b = batch
+        if method in FULL_METHODS and full_batch and full_batch < batch:
+            b = full_batch
+        xb, yb = x[:b], y[:b]
+        spec = jaxcert.margin_spec(yb, 10)
+        kwargs = {"key": jax.random.PRNGKey(1)} if method == "crown-ibp-opt" else {}
+        if method == "crown-opt":
+            kwargs["steps"] = crown_opt_steps
+
+        def run(v, xb, spec, method=method, kwargs=kwargs):
+            fn = lambda z: model.apply(v, z)  # noqa: E731
+            s = jaxcert.LinfBall(xb, eps, clip=(0.0, 1.0))
+            return jaxcert.bound(fn, s, method, spec=spec, bound_upper=False, **kwargs).lower
+
+        compile_s, seconds = _time(
+            jax.jit(run), variables, xb, spec, min_reps=2 if b < batch else 3
+        )
+        seconds_per_batch = seconds * batch / b
+        rows.append(
+            {
+                "model": name,
+                "method": method,
+                "batch": b,
+                "seconds": seconds_per_batch,
+                "compile": compile_s,
+                "ratio": seconds_per_batch / t_forward,
+                "scaled": b < batch,
+            }
+        )
+        print(
+            f"  {name:9s} {method:14s} {seconds_per_batch * 1e3:10.2f} ms/batch  "
+            f"x{seconds_per_batch / t_forward:8.1f}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return rows
+
+
+def to_markdown(rows: list[dict], header: dict) -> str:
+    lines = [
+        f"Command: `{header['command']}`  ",
+        f"Date: {header['date']}; machine: {header['machine']}; devices: {header['devices']}; "
+        f"jax {header['jax']}, flax {header['flax']}.",
+        "",
+        "| model | method | time / batch (ms) | × forward | compile + 1st run (s) |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        note = f" (measured at batch {r['batch']}, scaled)" if r["scaled"] else ""
+        compile_s = "" if r["compile"] is None else f"{r['compile']:.1f}"
+        lines.append(
+            f"| {r['model']} (batch {header['batches'][r['model']]}) | {r['method']}{note} | "
+            f"{r['seconds'] * 1e3:.2f} | {r['ratio']:.1f} | {compile_s} |"
+        )
+    return "\n".join(lines)
+
+
+def write_section(path: Path, body: str) -> None:
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    block = f"{MARK_START}\n{body}\n{MARK_END}"
+    if MARK_START in text and MARK_END in text:
+        before, rest = text.split(MARK_START, 1)
+        _, after = rest.split(MARK_END, 1)
+        text = before + block + after
+    else:
+        text = text.rstrip() + "\n\n## Bounds: time per batch vs a forward pass\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small batches (CPU laptops)")
+    parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
+    parser.add_argument("--methods", nargs="*", default=list(jaxcert.METHODS))
+    parser.add_argument(
+        "--full-batch",
+        type=int,
+        default=None,
+        help="batch for crown/fastlin/crown-opt on DM-large (default 1 on CPU)",
+    )
+    parser.add_argument("--crown-opt-steps", type=int, default=5)
+    parser.add_argument("--json", type=Path, default=None, help="also write raw rows here")
+    args = parser.parse_args(argv)
+
+    on_cpu = jax.devices()[0].platform == "cpu"
+    small_batch, large_batch = (20, 8) if args.quick else (100, 64)
+    full_batch = args.full_batch or (1 if on_cpu else None)
+    rows = []
+    rows += bench_model(
+        "dm_small", (28, 28, 1), small_batch, 0.3, args.methods, None, args.crown_opt_steps
+    )
+    rows += bench_model(
+        "dm_large",
+        (32, 32, 3),
+        large_batch,
+        8 / 255,
+        args.methods,
+        full_batch,
+        args.crown_opt_steps,
+    )
+    import flax
+
+    header = {
+        "command": "python -m benchmarks.bounds" + (" --quick" if args.quick else "") + " --write",
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {platform.system()}, {jax.local_device_count()} "
+        f"{jax.devices()[0].platform} device(s)",
+        "devices": jax.devices()[0].device_kind,
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "batches": {"dm_small": small_batch, "dm_large": large_batch},
+    }
+    table = to_markdown(rows, header)
+    print(table)
+    if args.json:
+        args.json.write_text(json.dumps({"header": header, "rows": rows}, indent=1))
+    if args.write:
+        write_section(Path(__file__).resolve().parent.parent / "BENCHMARKS.md", table)
+
+
+if __name__ == "__main__":
+    jnp.zeros(())  # initialise the backend before timing
+    main()

@@ -1,0 +1,31 @@
+"""jaxcert: sound bounds and certified training for JAX/Flax models.
+
+Example:
+  >>> import jax.numpy as jnp, jaxcert
+  >>> x, y = jnp.zeros((1, 2)), jnp.array([0])
+  >>> fn = lambda x: x @ jnp.array([[1.0, -1.0], [1.0, 1.0]])
+  >>> s = jaxcert.LinfBall(x, 0.1)
+  >>> jaxcert.bound(fn, s, "crown-ibp", spec=jaxcert.margin_spec(y, 2)).lower
+  Array([[-0.2]], dtype=float32)
+"""
+
+from jaxcert.bounds import METHODS, Bounds, bound
+from jaxcert.errors import UnsupportedOperation
+from jaxcert.sets import Box, InputSet, L1Ball, L2Ball, LinfBall
+from jaxcert.specs import margin_spec, worst_case_logits
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "METHODS",
+    "Bounds",
+    "Box",
+    "InputSet",
+    "L1Ball",
+    "L2Ball",
+    "LinfBall",
+    "UnsupportedOperation",
+    "bound",
+    "margin_spec",
+    "worst_case_logits",
+]

@@ -1,0 +1,1 @@
+"""Abstract domains: each module is a table {op -> rule}, like JAX's own rule tables."""

@@ -1,0 +1,289 @@
+"""Backward linear bounds: the CROWN family (CROWN, Fast-Lin, CROWN-IBP, CAP-IBP).
+
+A backward pass starts from a specification ``A`` at a node (``(batch, n_spec,
+*node_shape[1:])``) and walks the graph in reverse, keeping the invariant
+
+    A_target . y_target  >=  sum_n A_n . y_n + bias        (for every input in the set)
+
+until only the input remains, where the input set concretises ``A_in x + bias``. Rules
+map a node's ``A`` to its operands' ``A``:
+
+* affine nodes: the transpose of the op, from ``jax.vjp`` vmapped over the spec axis
+  (no hand-written transposed convolutions), plus ``A . op(0)`` for constant offsets;
+* activations: the :mod:`jaxcert.relaxations` line picked by the sign of ``A``;
+* max-pool: ``max(window) >= z[argmax of the lower bounds]`` below, ``max(u)`` above.
+
+Only lower bounds are computed; an upper bound is minus the lower bound of ``-A``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Collection, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxcert.domains import interval
+from jaxcert.errors import UnsupportedOperation
+from jaxcert.graph import LINEAR_PRIMITIVES, OFFSET_PRIMITIVES, Graph, Node, Ref
+from jaxcert.relaxations import Relaxation, constant_relaxation, relu_relaxation
+from jaxcert.sets import InputSet
+
+Array = jax.Array
+Interval = tuple[Array, Array]
+SlopeChoice = str | Array
+
+__all__ = [
+    "Context",
+    "RULES",
+    "backward",
+    "lower_bound",
+    "crown_intervals",
+    "default_chunk_size",
+    "preactivation_nodes",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What a backward pass reads besides ``A``.
+
+    Attributes:
+      graph: the traced function.
+      intervals: per node, its interval (activation inputs must be present; the
+        pre-activation bounds the relaxations use).
+      lower_slope: per activation node, the lower-slope rule or array.
+    """
+
+    graph: Graph
+    intervals: Sequence[Interval | None]
+    lower_slope: Callable[[Node], SlopeChoice]
+
+
+# (node, A, ctx) -> ([(input node index, A for it)], bias or None)
+Rule = Callable[[Node, Array, Context], tuple[list[tuple[int, Array]], Array | None]]
+RULES: dict[str, Rule] = {}
+
+
+def _sum_rest(x: Array) -> Array:
+    """Sums every axis after (batch, spec)."""
+    return jnp.sum(x.reshape(x.shape[:2] + (-1,)), axis=-1)
+
+
+def _affine_rule(
+    node: Node, A: Array, ctx: Context
+) -> tuple[list[tuple[int, Array]], Array | None]:
+    refs = [a for a in node.args if isinstance(a, Ref)]
+    zeros = [
+        jnp.zeros(ctx.graph.nodes[r.index].shape, ctx.graph.nodes[r.index].dtype) for r in refs
+    ]
+    offset, transpose = jax.vjp(node.apply_bounded, *zeros)
+    grads = jax.vmap(transpose, in_axes=1, out_axes=1)(A)
+    bias = _sum_rest(A * offset[:, None]) if node.op in OFFSET_PRIMITIVES else None
+    return [(r.index, g) for r, g in zip(refs, grads, strict=True)], bias
+
+
+for _name in LINEAR_PRIMITIVES:
+    RULES[_name] = _affine_rule
+
+
+def _relaxation_rule(
+    relax: Relaxation, A: Array, skip_lower_bias: bool = False
+) -> tuple[Array, Array]:
+    """``A`` through ``y = f(z)``: the lower line where ``A > 0``, the upper where ``A < 0``."""
+    A_pos, A_neg = jnp.maximum(A, 0), jnp.minimum(A, 0)
+    A_z = A_pos * relax.lower_slope[:, None] + A_neg * relax.upper_slope[:, None]
+    bias = _sum_rest(A_neg * relax.upper_bias[:, None])
+    if not skip_lower_bias:
+        bias = bias + _sum_rest(A_pos * relax.lower_bias[:, None])
+    return A_z, bias
+
+
+def _relu_rule(node: Node, A: Array, ctx: Context) -> tuple[list[tuple[int, Array]], Array]:
+    (z,) = node.inputs
+    lo, hi = ctx.intervals[z]
+    k = node.params.get("slope", 0.0)
+    relax = relu_relaxation(lo, hi, ctx.lower_slope(node), k)
+    A_z, bias = _relaxation_rule(relax, A, skip_lower_bias=True)
+    return [(z, A_z)], bias
+
+
+def _monotone_rule(node: Node, A: Array, ctx: Context) -> tuple[list[tuple[int, Array]], Array]:
+    # Constant lines f(l) <= f(z) <= f(u): sound for any non-decreasing function.
+    lo, hi = ctx.intervals[node.index]
+    relax = constant_relaxation(lo, hi)
+    _, bias = _relaxation_rule(relax, A)
+    return [], bias
+
+
+def _max_rule(node: Node, A: Array, ctx: Context) -> tuple[list[tuple[int, Array]], Array]:
+    # Below: the max is at least the element that is largest at the lower bounds, a
+    # linear selection whose transpose is the op's own VJP at that point (ties share
+    # the cotangent, a convex combination, still below the max). Above: max(u).
+    (z,) = node.inputs
+    z_lo, _ = ctx.intervals[z]
+    _, hi = ctx.intervals[node.index]
+    A_pos, A_neg = jnp.maximum(A, 0), jnp.minimum(A, 0)
+    _, select_t = jax.vjp(node.apply, z_lo)
+    (A_z,) = jax.vmap(select_t, in_axes=1, out_axes=1)(A_pos)
+    return [(z, A_z)], _sum_rest(A_neg * hi[:, None])
+
+
+RULES["relu"] = _relu_rule
+RULES["leaky_relu"] = _relu_rule
+RULES["monotone"] = _monotone_rule
+RULES["max_pool"] = _max_rule
+RULES["reduce_max"] = _max_rule
+
+
+def _concretize_interval(A: Array, iv: Interval) -> Array:
+    """Lower bound of ``A . y`` over the box ``iv`` (centre/radius form)."""
+    lo, hi = iv
+    center, radius = (hi + lo) / 2, (hi - lo) / 2
+    return _sum_rest(A * center[:, None]) - _sum_rest(jnp.abs(A) * radius[:, None])
+
+
+def backward(
+    ctx: Context, target: int, A: Array, stop: Collection[int] = ()
+) -> tuple[Array | None, Array]:
+    """Propagates ``A`` at node ``target`` back to the input.
+
+    Args:
+      ctx: the graph, intervals and slope choices.
+      target: the node the specification is on.
+      A: ``(batch, n_spec, *shape[1:])`` of the target node.
+      stop: nodes where the pass stops and concretises over the node's interval
+        instead (IBP's elision of the last affine layers uses every activation).
+
+    Returns:
+      ``(A_in, bias)``: ``A . y_target >= A_in . x + bias`` for all inputs of the set;
+      ``A_in`` is None when the input is not reached.
+    """
+    graph = ctx.graph
+    pending: dict[int, Array] = {target: A}
+    bias = jnp.zeros(A.shape[:2], A.dtype)
+    for node in reversed(graph.nodes[1 : target + 1]):
+        A_node = pending.pop(node.index, None)
+        if A_node is None:
+            continue
+        if node.index in stop:
+            bias = bias + _concretize_interval(A_node, ctx.intervals[node.index])
+            continue
+        rule = RULES.get(node.op)
+        if rule is None:
+            raise UnsupportedOperation(node.op, node.source, "no linear (CROWN) rule")
+        contributions, node_bias = rule(node, A_node, ctx)
+        if node_bias is not None:
+            bias = bias + node_bias
+        for index, A_in in contributions:
+            pending[index] = pending[index] + A_in if index in pending else A_in
+    return pending.get(0), bias
+
+
+def lower_bound(
+    ctx: Context, input_set: InputSet, target: int, A: Array, stop: Collection[int] = ()
+) -> Array:
+    """Lower bound of ``A . y_target`` over the input set: ``(batch, n_spec)``."""
+    A_in, bias = backward(ctx, target, A, stop)
+    if A_in is None:
+        return bias
+    return input_set.concretize(A_in, bias)[0]
+
+
+def preactivation_nodes(graph: Graph) -> list[int]:
+    """Indices of the nodes whose bounds the activations' relaxations read, in order."""
+    seen: dict[int, None] = {}
+    for node in graph.activations:
+        seen.setdefault(node.inputs[0], None)
+    return list(seen)
+
+
+def default_chunk_size(graph: Graph, budget: int = 1 << 25) -> int:
+    """Neurons per backward pass so that one ``A`` holds about ``budget`` numbers."""
+    batch = graph.nodes[0].shape[0]
+    widest = max(math.prod(n.shape[1:]) for n in graph.nodes)
+    return max(1, budget // (2 * batch * widest))
+
+
+def _identity_bounds(ctx: Context, input_set: InputSet, index: int, chunk_size: int) -> Interval:
+    """Bounds of every neuron of node ``index`` by backward passes, ``chunk_size`` at a time.
+
+    The identity specification is never built whole: each chunk of neurons gets its
+    one-hot rows (with their negations, for the upper bounds) and ``lax.map`` runs the
+    chunks in one XLA loop.
+    """
+    node = ctx.graph.nodes[index]
+    batch, rest = node.shape[0], node.shape[1:]
+    n = math.prod(rest)
+
+    def run(rows: Array) -> tuple[Array, Array]:
+        eye = jax.nn.one_hot(rows, n, dtype=node.dtype).reshape((1, rows.shape[0], *rest))
+        eye = jnp.broadcast_to(eye, (batch, *eye.shape[1:]))
+        both = lower_bound(ctx, input_set, index, jnp.concatenate([eye, -eye], axis=1))
+        m = rows.shape[0]
+        return both[:, :m], -both[:, m:]
+
+    if n <= chunk_size:
+        lo, hi = run(jnp.arange(n))
+    else:
+        n_chunks = -(-n // chunk_size)
+        rows = jnp.arange(n_chunks * chunk_size).reshape(n_chunks, chunk_size)
+        lo, hi = lax.map(run, rows)  # (n_chunks, batch, chunk): rows past n are zero
+        lo = jnp.moveaxis(lo, 0, 1).reshape(batch, -1)[:, :n]
+        hi = jnp.moveaxis(hi, 0, 1).reshape(batch, -1)[:, :n]
+    return lo.reshape(node.shape), hi.reshape(node.shape)
+
+
+def crown_intervals(
+    graph: Graph,
+    input_set: InputSet,
+    lower_slope: Callable[[Node], SlopeChoice],
+    *,
+    intersect_ibp: bool = True,
+    chunk_size: int | None = None,
+) -> list[Interval]:
+    """Per-node intervals where every pre-activation bound comes from its own backward pass.
+
+    Full CROWN (``lower_slope`` adaptive) or Fast-Lin (``"fastlin"``). Nodes between
+    activations get IBP intervals from the refined bounds; with ``intersect_ibp`` each
+    backward bound is also intersected with IBP's (tighter, still sound: a neuron that
+    either proves stable is stable).
+    """
+    chunk = chunk_size or default_chunk_size(graph)
+    targets = set(preactivation_nodes(graph))
+    intervals: list[Interval | None] = [input_set.bounding_box()]
+    ctx = Context(graph, intervals, lower_slope)
+    for node in graph.nodes[1:]:
+        iv = interval.propagate_node(node, intervals)
+        if node.index in targets:
+            lo, hi = _identity_bounds(ctx, input_set, node.index, chunk)
+            if intersect_ibp:
+                lo, hi = jnp.maximum(lo, iv[0]), jnp.minimum(hi, iv[1])
+            iv = (lo, hi)
+        intervals.append(iv)
+    return intervals  # type: ignore[return-value]
+
+
+def activation_stops(graph: Graph) -> frozenset[int]:
+    """The nodes IBP's elision stops at: every non-affine node (and the input)."""
+    return frozenset(n.index for n in graph.nodes if n.op not in LINEAR_PRIMITIVES) - {0}
+
+
+def slope_chooser(
+    default: str, overrides: dict[str, Array] | None = None
+) -> Callable[[Node], SlopeChoice]:
+    """Lower-slope choice per node: ``overrides[node.name]`` if given, else ``default``."""
+    overrides = overrides or {}
+
+    def choose(node: Node) -> SlopeChoice:
+        return overrides.get(node.name, default)
+
+    return choose
+
+
+def relu_nodes(graph: Graph) -> list[Node]:
+    """The (leaky) ReLU nodes: those with a lower slope to choose."""
+    return [n for n in graph.nodes if n.op in ("relu", "leaky_relu")]

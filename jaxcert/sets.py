@@ -1,0 +1,372 @@
+"""Input sets: the regions a bound holds over.
+
+Every set is batched: its ``center`` (or ``lower``/``upper``) has shape
+``(batch, *x_shape)``. Each set can give its bounding box and concretise a linear
+function ``A x + b`` exactly over itself, which is all the bound engine needs from
+it. Sets are pytrees, so they pass through ``jit``/``vmap``/``grad``.
+
+Validation: with concrete arrays a bad set (negative or non-finite eps, lower >
+upper) raises ``ValueError`` at construction. Under a trace the values are not
+known, so the set instead poisons its bounds with NaN, which training stops on:
+never a silently wrong bound.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+Array = jax.Array
+
+__all__ = ["InputSet", "Box", "LinfBall", "L2Ball", "L1Ball"]
+
+# Bounds are certificates: no reduced-precision (TF32) matmuls when concretising.
+_HIGHEST = lax.Precision.HIGHEST
+
+
+def _concrete(x: Any) -> np.ndarray | None:
+    """The value of ``x`` as NumPy, or None when it is an abstract tracer."""
+    try:
+        return np.asarray(x)
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
+        return None
+
+
+def _arraylike(*xs: Any) -> bool:
+    """True for real values (pytree utilities sometimes rebuild sets from placeholders)."""
+    return all(isinstance(x, (jax.Array, np.ndarray, np.generic, int, float)) for x in xs)
+
+
+def _check_eps(eps: Any, name: str = "eps") -> None:
+    value = _concrete(eps)
+    if value is None:
+        return
+    if not np.all(np.isfinite(value)):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if np.any(value < 0):
+        raise ValueError(f"{name} must be >= 0, got min {value.min()}")
+
+
+def _check_clip(clip: tuple[Any, Any] | None) -> None:
+    if clip is None:
+        return
+    if len(clip) != 2:
+        raise ValueError(f"clip must be a (low, high) pair, got {clip!r}")
+    low, high = (_concrete(c) for c in clip)
+    if low is not None and high is not None and np.any(low > high):
+        raise ValueError(f"clip low must be <= high, got {clip!r}")
+
+
+def _flat(a: Array, lead: int) -> Array:
+    """Flattens every axis after the first ``lead`` ones."""
+    return a.reshape(a.shape[:lead] + (-1,))
+
+
+def _box_concretize(
+    A: Array, bias: Array | None, lower: Array, upper: Array
+) -> tuple[Array, Array]:
+    """Exact min/max of ``A x + bias`` over the box ``[lower, upper]``.
+
+    Centre/radius form (the form IBP and CROWN implementations use):
+    ``A mid -/+ |A| rad``.
+    """
+    A2 = _flat(A, 2)
+    mid = _flat((upper + lower) / 2, 1)
+    rad = _flat((upper - lower) / 2, 1)
+    center = jnp.einsum("bsi,bi->bs", A2, mid, precision=_HIGHEST)
+    deviation = jnp.einsum("bsi,bi->bs", jnp.abs(A2), rad, precision=_HIGHEST)
+    if bias is not None:
+        center = center + bias
+    return center - deviation, center + deviation
+
+
+def _poison(valid: Array | bool, *xs: Array) -> tuple[Array, ...]:
+    """Replaces ``xs`` by NaN where ``valid`` is False (only matters under a trace)."""
+    if valid is True:
+        return xs
+    return tuple(jnp.where(valid, x, jnp.nan) for x in xs)
+
+
+class InputSet(abc.ABC):
+    """A batched set of inputs ``{x' : x' in S_b}`` for each example ``b``."""
+
+    @property
+    @abc.abstractmethod
+    def shape(self) -> tuple[int, ...]:
+        """``(batch, *x_shape)``."""
+
+    @abc.abstractmethod
+    def bounding_box(self) -> tuple[Array, Array]:
+        """Tightest box containing the set: ``(lower, upper)``, each ``(batch, *x_shape)``."""
+
+    @abc.abstractmethod
+    def concretize(self, A: Array, bias: Array | None = None) -> tuple[Array, Array]:
+        """Exact ``(min, max)`` of ``A x + bias`` over the set.
+
+        Args:
+          A: ``(batch, n_spec, *x_shape)`` linear coefficients per example.
+          bias: optional ``(batch, n_spec)`` offsets.
+
+        Returns:
+          ``(lower, upper)``, each ``(batch, n_spec)``.
+        """
+
+    @abc.abstractmethod
+    def sample(self, key: Array, num: int) -> Array:
+        """``num`` random points of the set: ``(num, batch, *x_shape)``."""
+
+    def _check_A(self, A: Array) -> None:
+        if A.ndim < 2 or A.shape[0] != self.shape[0] or A.shape[2:] != self.shape[1:]:
+            raise ValueError(
+                f"A must have shape (batch, n_spec, *x_shape) = ({self.shape[0]}, n_spec, "
+                f"{', '.join(map(str, self.shape[1:]))}), got {A.shape}"
+            )
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Box(InputSet):
+    """The box ``lower <= x' <= upper`` (elementwise).
+
+    Example:
+      >>> s = Box(jnp.zeros((1, 2)), jnp.ones((1, 2)))
+      >>> s.concretize(jnp.array([[[1.0, -1.0]]]))
+      (Array([[-1.]], dtype=float32), Array([[1.]], dtype=float32))
+    """
+
+    lower: Array
+    upper: Array
+
+    def __post_init__(self) -> None:
+        if not _arraylike(self.lower, self.upper):
+            return
+        if jnp.shape(self.lower) != jnp.shape(self.upper):
+            raise ValueError(
+                f"Box lower and upper must have the same shape, got "
+                f"{jnp.shape(self.lower)} and {jnp.shape(self.upper)}"
+            )
+        lo, hi = _concrete(self.lower), _concrete(self.upper)
+        if lo is not None and hi is not None:
+            if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+                raise ValueError("Box bounds must be finite")
+            if np.any(lo > hi):
+                raise ValueError(
+                    f"Box lower > upper at {int(np.sum(lo > hi))} entries "
+                    f"(max excess {float(np.max(lo - hi)):.3g})"
+                )
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(jnp.shape(self.lower))
+
+    def _valid(self) -> Array | bool:
+        if _concrete(self.lower) is not None and _concrete(self.upper) is not None:
+            return True
+        return jnp.all(self.lower <= self.upper)
+
+    def bounding_box(self) -> tuple[Array, Array]:
+        return _poison(self._valid(), jnp.asarray(self.lower), jnp.asarray(self.upper))
+
+    def concretize(self, A: Array, bias: Array | None = None) -> tuple[Array, Array]:
+        self._check_A(A)
+        lo, hi = self.bounding_box()
+        return _box_concretize(A, bias, lo, hi)
+
+    def sample(self, key: Array, num: int) -> Array:
+        lo, hi = self.bounding_box()
+        u = jax.random.uniform(key, (num, *self.shape), dtype=lo.dtype)
+        return lo + u * (hi - lo)
+
+    def vertices(self, key: Array, num: int) -> Array:
+        """``num`` random corners of the box: ``(num, batch, *x_shape)``."""
+        lo, hi = self.bounding_box()
+        pick = jax.random.bernoulli(key, 0.5, (num, *self.shape))
+        return jnp.where(pick, hi, lo)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class LinfBall(InputSet):
+    """``{x' : ||x' - center||_inf <= eps}``, intersected with ``clip`` when given.
+
+    ``eps`` is a scalar or broadcastable to ``center`` (per example ``(batch, 1, ...)`` or
+    per feature). ``clip=(low, high)`` intersects with the valid input range, e.g. pixels in
+    ``[0, 1]``; the intersection is still a box, so concretisation stays exact.
+
+    Example:
+      >>> x = jnp.full((1, 3), 0.5)
+      >>> LinfBall(x, 0.1, clip=(0.0, 1.0)).bounding_box()[0]
+      Array([[0.4, 0.4, 0.4]], dtype=float32)
+    """
+
+    center: Array
+    eps: Array
+    clip: tuple[Any, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not _arraylike(self.center, self.eps):
+            return
+        _check_eps(self.eps)
+        _check_clip(self.clip)
+        try:
+            jnp.broadcast_shapes(jnp.shape(self.eps), jnp.shape(self.center))
+        except ValueError as e:
+            raise ValueError(
+                f"eps of shape {jnp.shape(self.eps)} does not broadcast to the center's "
+                f"shape {jnp.shape(self.center)}"
+            ) from e
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(jnp.shape(self.center))
+
+    def bounding_box(self) -> tuple[Array, Array]:
+        eps = jnp.asarray(self.eps, dtype=jnp.result_type(self.center))
+        lo, hi = self.center - eps, self.center + eps
+        if self.clip is not None:
+            lo = jnp.clip(lo, self.clip[0], self.clip[1])
+            hi = jnp.clip(hi, self.clip[0], self.clip[1])
+        valid = True if _concrete(eps) is not None else jnp.all(jnp.isfinite(eps) & (eps >= 0))
+        return _poison(valid, lo, hi)
+
+    def concretize(self, A: Array, bias: Array | None = None) -> tuple[Array, Array]:
+        self._check_A(A)
+        lo, hi = self.bounding_box()
+        return _box_concretize(A, bias, lo, hi)
+
+    def sample(self, key: Array, num: int) -> Array:
+        lo, hi = self.bounding_box()
+        return Box(lo, hi).sample(key, num)
+
+    def vertices(self, key: Array, num: int) -> Array:
+        """``num`` random corners of the (clipped) box: ``(num, batch, *x_shape)``."""
+        lo, hi = self.bounding_box()
+        return Box(lo, hi).vertices(key, num)
+
+
+def _batch_eps(eps: Array, batch: int, dtype: Any) -> Array:
+    """An L2/L1 radius as ``(batch, 1)`` from a scalar or ``(batch,)``."""
+    eps = jnp.asarray(eps, dtype=dtype)
+    return jnp.broadcast_to(eps.reshape(-1), (batch,))[:, None] if eps.ndim else eps
+
+
+@dataclasses.dataclass(frozen=True)
+class _NormBall(InputSet):
+    """Shared parts of the L2 and L1 balls (radius ``eps``: scalar or ``(batch,)``)."""
+
+    center: Array
+    eps: Array
+    clip: tuple[Any, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not _arraylike(self.center, self.eps):
+            return
+        _check_eps(self.eps)
+        _check_clip(self.clip)
+        shape = jnp.shape(self.eps)
+        if shape not in ((), (jnp.shape(self.center)[0],)):
+            raise ValueError(
+                f"{type(self).__name__} eps must be a scalar or have shape (batch,) = "
+                f"({jnp.shape(self.center)[0]},), got {shape}"
+            )
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(jnp.shape(self.center))
+
+    def _eps_column(self) -> Array:
+        eps = _batch_eps(self.eps, self.shape[0], jnp.result_type(self.center))
+        if _concrete(eps) is None:
+            eps = jnp.where(jnp.isfinite(eps) & (eps >= 0), eps, jnp.nan)
+        return eps
+
+    def bounding_box(self) -> tuple[Array, Array]:
+        # Both balls fit in the Linf ball of the same radius, and that box is tight.
+        eps = self._eps_column().reshape((-1,) + (1,) * (len(self.shape) - 1))
+        return LinfBall(self.center, eps, self.clip).bounding_box()
+
+    @abc.abstractmethod
+    def _dual_norm(self, A_flat: Array) -> Array:
+        """``||A_s||_*`` per row: ``(batch, n_spec, n) -> (batch, n_spec)``."""
+
+    def concretize(self, A: Array, bias: Array | None = None) -> tuple[Array, Array]:
+        self._check_A(A)
+        A2 = _flat(A, 2)
+        center = jnp.einsum("bsi,bi->bs", A2, _flat(self.center, 1), precision=_HIGHEST)
+        if bias is not None:
+            center = center + bias
+        deviation = self._eps_column() * self._dual_norm(A2)
+        lower, upper = center - deviation, center + deviation
+        if self.clip is not None:
+            # Ball ∩ box is not a ball: the best of the two sound bounds, not exact.
+            box_lower, box_upper = _box_concretize(A, bias, *self.bounding_box())
+            lower, upper = jnp.maximum(lower, box_lower), jnp.minimum(upper, box_upper)
+        return lower, upper
+
+    def _clip(self, x: Array) -> Array:
+        # Clipping moves every coordinate towards a center inside the clip box, so it
+        # never leaves the ball.
+        return x if self.clip is None else jnp.clip(x, self.clip[0], self.clip[1])
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class L2Ball(_NormBall):
+    """``{x' : ||x' - center||_2 <= eps}`` per example, optionally intersected with ``clip``.
+
+    Concretisation uses the dual norm: ``A c -/+ eps ||A||_2`` (exact without clip).
+
+    Example:
+      >>> s = L2Ball(jnp.zeros((1, 2)), 1.0)
+      >>> s.concretize(jnp.array([[[3.0, 4.0]]]))
+      (Array([[-5.]], dtype=float32), Array([[5.]], dtype=float32))
+    """
+
+    def _dual_norm(self, A_flat: Array) -> Array:
+        # Double `where`: exact, with a finite gradient at an all-zero row.
+        squares = jnp.sum(A_flat * A_flat, axis=-1)
+        positive = squares > 0
+        return jnp.where(positive, jnp.sqrt(jnp.where(positive, squares, 1)), 0)
+
+    def sample(self, key: Array, num: int) -> Array:
+        kdir, krad = jax.random.split(key)
+        n = int(np.prod(self.shape[1:]))
+        direction = jax.random.normal(kdir, (num, self.shape[0], n), self.center.dtype)
+        direction = direction / jnp.linalg.norm(direction, axis=-1, keepdims=True)
+        radius = jax.random.uniform(krad, (num, self.shape[0], 1), self.center.dtype) ** (1 / n)
+        step = direction * radius * self._eps_column()
+        return self._clip(self.center + step.reshape((num, *self.shape)))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class L1Ball(_NormBall):
+    """``{x' : ||x' - center||_1 <= eps}`` per example, optionally intersected with ``clip``.
+
+    Concretisation uses the dual norm: ``A c -/+ eps ||A||_inf`` (exact without clip).
+
+    Example:
+      >>> s = L1Ball(jnp.zeros((1, 2)), 1.0)
+      >>> s.concretize(jnp.array([[[3.0, -4.0]]]))
+      (Array([[-4.]], dtype=float32), Array([[4.]], dtype=float32))
+    """
+
+    def _dual_norm(self, A_flat: Array) -> Array:
+        return jnp.max(jnp.abs(A_flat), axis=-1)
+
+    def sample(self, key: Array, num: int) -> Array:
+        # Uniform in the L1 ball: exponential magnitudes normalised by one extra
+        # exponential, with random signs.
+        kexp, ksign = jax.random.split(key)
+        n = int(np.prod(self.shape[1:]))
+        e = jax.random.exponential(kexp, (num, self.shape[0], n + 1), self.center.dtype)
+        mags = e[..., :n] / jnp.sum(e, axis=-1, keepdims=True)
+        signs = jax.random.rademacher(ksign, mags.shape, self.center.dtype)
+        step = signs * mags * self._eps_column()
+        return self._clip(self.center + step.reshape((num, *self.shape)))

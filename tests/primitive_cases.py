@@ -1,0 +1,66 @@
+"""Small functions, each exercising one linear primitive the engine supports.
+
+Inputs are ``(2, 8)``; functions reshape as they need. Every case is affine in ``x``,
+so an exact method (CROWN over a box) must match brute force over the corners.
+"""
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+_K = jax.random.normal(jax.random.PRNGKey(42), (3, 3, 2, 4))
+_W = jax.random.normal(jax.random.PRNGKey(7), (8, 5))
+
+
+def _img(x):
+    return x.reshape(2, 2, 2, 2)
+
+
+AFFINE_CASES = {
+    "dense": lambda x: x @ _W + 1.0,
+    "conv_stride_pad": lambda x: lax.conv_general_dilated(
+        _img(x), _K, (2, 2), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+    ),
+    "conv_dilated_grouped": lambda x: lax.conv_general_dilated(
+        _img(x),
+        _K[:, :, :1, :],
+        (1, 1),
+        ((2, 1), (1, 2)),
+        rhs_dilation=(2, 1),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=2,
+    ),
+    "mul_div_sub_neg": lambda x: -(3.0 - x * jnp.arange(8.0) / 2.5),
+    "pad_value": lambda x: lax.pad(x, 0.7, ((0, 0, 0), (2, 1, 1))),
+    "concat_const": lambda x: jnp.concatenate([x, jnp.ones((2, 3)), 2 * x], axis=1),
+    "select_const_pred": lambda x: jnp.where(jnp.arange(8) % 2 == 0, x, -x),
+    "select_const_case": lambda x: jnp.where(jnp.arange(8) < 3, x, 5.0),
+    "slice_transpose": lambda x: jnp.transpose(x.reshape(2, 2, 4)[:, :, 1:3], (0, 2, 1)),
+    "reduce_sum_mean": lambda x: jnp.stack([x.sum(1), x.mean(1)], axis=1),
+    "avg_pool": lambda x: (
+        lax.reduce_window(_img(x), 0.0, lax.add, (1, 2, 2, 1), (1, 1, 1, 1), "VALID") / 4.0
+    ),
+    "cumsum_rev": lambda x: jnp.flip(jnp.cumsum(x, axis=1), axis=1),
+    "broadcast_expand": lambda x: jnp.broadcast_to(x[:, None, :], (2, 3, 8)) + x[:, None, :],
+    "gather_const_index": lambda x: x[:, jnp.array([0, 3, 3, 7])],
+    "dynamic_slice": lambda x: lax.dynamic_slice_in_dim(x, 2, 3, axis=1),
+    "residual_add": lambda x: x @ _W @ _W.T + x,
+}
+
+# Non-linear cases (monotone or piecewise-linear) with sound but inexact bounds.
+NONLINEAR_CASES = {
+    "max_pool": lambda x: lax.reduce_window(
+        _img(x), -jnp.inf, lax.max, (1, 2, 2, 1), (1, 1, 1, 1), "VALID"
+    ),
+    "reduce_max": lambda x: jnp.max(x.reshape(2, 2, 4), axis=2),
+    "relu_shifted": lambda x: jnp.maximum(x @ _W, 0.3),
+    "min_const": lambda x: jnp.minimum(x @ _W, -0.2),
+    "leaky": lambda x: jax.nn.leaky_relu(x @ _W, 0.1),
+    "sigmoid_tanh": lambda x: jnp.tanh(x @ _W) + jax.nn.sigmoid(x @ _W),
+    "softplus_exp": lambda x: jax.nn.softplus(x @ _W) - jnp.exp(0.1 * x @ _W),
+    "elu": lambda x: jax.nn.elu(x @ _W),
+}
+
+AFFINE_CASES["split"] = lambda x: (
+    jnp.split(x, [3], axis=1)[1][:, :3] * 2.0 + jnp.split(x, [5], axis=1)[0][:, :3]
+)

@@ -1,0 +1,116 @@
+"""Tracing: inlining, folding, activation recognition, clear errors."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxcert
+from jaxcert.graph import trace
+
+X_SHAPE = (2, 3)
+
+
+def _ops(fn, shape=X_SHAPE):
+    return [n.op for n in trace(fn, shape, jnp.float32).nodes]
+
+
+def test_relu_is_recognised_through_custom_jvp_and_jit():
+    W = jnp.ones((3, 4))
+    assert _ops(lambda x: jax.nn.relu(x @ W)) == ["input", "dot_general", "relu"]
+    assert _ops(jax.jit(lambda x: nn.relu(x @ W))) == ["input", "dot_general", "relu"]
+    assert _ops(lambda x: jnp.maximum(x, 0.0)) == ["input", "relu"]
+
+
+def test_leaky_relu_slope_is_read_from_the_function():
+    g = trace(lambda x: jax.nn.leaky_relu(x, 0.25), X_SHAPE, jnp.float32)
+    (node,) = [n for n in g.nodes if n.op == "leaky_relu"]
+    np.testing.assert_allclose(node.params["slope"], 0.25)
+    assert node.name == "leaky_relu_0"
+
+
+def test_max_min_clamp_become_shifted_relus():
+    ops = _ops(lambda x: jnp.clip(x, -1.0, 2.0))
+    assert ops.count("relu") == 2 and "clamp" not in ops and "max" not in ops
+    ops = _ops(jax.nn.relu6)
+    assert ops.count("relu") == 2
+
+
+def test_batchnorm_statistics_are_folded_into_constants():
+    model = nn.BatchNorm(use_running_average=True)
+    variables = model.init(jax.random.PRNGKey(0), jnp.ones((2, 5)))
+    ops = _ops(lambda x: model.apply(variables, x), (2, 5))
+    assert "rsqrt" not in ops
+    assert set(ops) <= {"input", "sub", "mul", "add"}
+
+
+def test_monotone_functions_are_named_nodes():
+    g = trace(lambda x: jnp.tanh(jax.nn.softplus(x)), X_SHAPE, jnp.float32)
+    assert [n.name for n in g.activations] == ["softplus_0", "tanh_0"]
+    x = jnp.linspace(-2, 2, 6).reshape(X_SHAPE)
+    np.testing.assert_allclose(g.activations[0].apply(x), jax.nn.softplus(x), rtol=1e-6)
+
+
+def test_custom_vjp_functions_are_inlined():
+    @jax.custom_vjp
+    def double(x):
+        return 2 * x
+
+    double.defvjp(lambda x: (2 * x, None), lambda _, g: (2 * g,))
+    assert _ops(lambda x: jax.nn.relu(double(x))) == ["input", "mul", "relu"]
+
+
+def test_matmuls_are_bound_in_highest_precision():
+    g = trace(lambda x: x @ jnp.ones((3, 2)), X_SHAPE, jnp.float32)
+    assert g.nodes[1].params["precision"] == (jax.lax.Precision.HIGHEST,) * 2
+
+
+def _unsupported(fn, shape=X_SHAPE):
+    with pytest.raises(jaxcert.UnsupportedOperation) as info:
+        trace(fn, shape, jnp.float32)
+    return info.value
+
+
+def test_unsupported_primitive_names_itself_and_the_user_line():
+    err = _unsupported(lambda x: jnp.sin(x))
+    assert err.primitive == "sin"
+    assert "test_graph.py" in err.source and "sin" in str(err)
+
+
+def test_product_of_two_bounded_values_is_refused():
+    err = _unsupported(lambda x: x * x)
+    assert err.primitive == "mul" and "two bounded" in str(err)
+    err = _unsupported(lambda x: jnp.einsum("bi,bj->bij", x, x))
+    assert err.primitive == "dot_general"
+
+
+def test_input_dependent_selection_is_refused():
+    err = _unsupported(lambda x: jnp.where(x > 0, x, 0.0))
+    assert err.primitive == "gt"
+
+
+def test_mixing_examples_is_refused():
+    err = _unsupported(lambda x: jnp.sum(x))
+    assert "batch axis" in str(err)
+
+
+def test_bad_leaky_slope_is_refused():
+    err = _unsupported(lambda x: jax.nn.leaky_relu(x, 2.0))
+    assert "negative_slope" in str(err)
+
+
+def test_constant_output_and_integer_input_are_rejected():
+    with pytest.raises(ValueError, match="does not depend"):
+        trace(lambda x: jnp.ones((2, 3)), X_SHAPE, jnp.float32)
+    with pytest.raises(ValueError, match="floating"):
+        trace(lambda x: x, X_SHAPE, jnp.int32)
+
+
+def test_constants_that_are_tracers_flow_through():
+    # Under jax.grad the closed-over parameters are tracers: the graph keeps them.
+    def width(w):
+        g = trace(lambda x: x * w, X_SHAPE, jnp.float32)
+        return jnp.sum(g.nodes[1].args[1])
+
+    assert jax.grad(width)(jnp.float32(3.0)) == 1.0

@@ -1,0 +1,161 @@
+"""Input sets: bounding boxes, exact concretisation, sampling, validation."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcert import Box, L1Ball, L2Ball, LinfBall
+
+KEY = jax.random.PRNGKey(0)
+
+
+def _random_problem(batch=3, dims=5, n_spec=4, seed=0):
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 3)
+    center = jax.random.uniform(k1, (batch, dims))
+    A = jax.random.normal(k2, (batch, n_spec, dims))
+    bias = jax.random.normal(k3, (batch, n_spec))
+    return center, A, bias
+
+
+def _corner_extremes(lo, hi, A, bias):
+    """Brute-force min/max of A x + b over all corners of [lo, hi] (exact for a box)."""
+    dims = lo.shape[-1]
+    corners = np.array(list(itertools.product([0, 1], repeat=dims)), dtype=np.float32)
+    pts = lo[:, None, :] + corners[None] * (hi - lo)[:, None, :]  # (batch, 2^d, d)
+    vals = np.einsum("bsd,bcd->bsc", np.asarray(A), pts) + np.asarray(bias)[..., None]
+    return vals.min(-1), vals.max(-1)
+
+
+@pytest.mark.parametrize("clip", [None, (0.0, 1.0), (0.2, 0.7)])
+def test_linf_concretize_equals_brute_force_over_clipped_box(clip):
+    center, A, bias = _random_problem()
+    s = LinfBall(center, 0.3, clip=clip)
+    lo, hi = s.bounding_box()
+    if clip is not None:
+        assert np.all(np.asarray(lo) >= clip[0]) and np.all(np.asarray(hi) <= clip[1])
+    got_lo, got_hi = s.concretize(A, bias)
+    want_lo, want_hi = _corner_extremes(np.asarray(lo), np.asarray(hi), A, bias)
+    np.testing.assert_allclose(got_lo, want_lo, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got_hi, want_hi, rtol=1e-5, atol=1e-5)
+
+
+def test_box_concretize_and_per_feature_eps():
+    center, A, bias = _random_problem()
+    eps = jnp.linspace(0.0, 0.5, center.shape[1])[None, :]
+    s = LinfBall(center, eps)
+    box = Box(center - eps, center + eps)
+    np.testing.assert_allclose(s.concretize(A, bias)[0], box.concretize(A, bias)[0], rtol=1e-6)
+    want_lo, _ = _corner_extremes(np.asarray(center - eps), np.asarray(center + eps), A, bias)
+    np.testing.assert_allclose(box.concretize(A, bias)[0], want_lo, rtol=1e-5, atol=1e-5)
+
+
+def test_l2_concretize_is_attained_by_the_dual_point():
+    center, A, bias = _random_problem()
+    eps = jnp.array([0.1, 0.5, 1.0])
+    lo, hi = L2Ball(center, eps).concretize(A, bias)
+    # x* = c - eps * A / ||A|| attains the minimum of A x + b over the ball.
+    unit = A / jnp.linalg.norm(A, axis=-1, keepdims=True)
+    x_min = center[:, None, :] - eps[:, None, None] * unit
+    attained = jnp.einsum("bsd,bsd->bs", A, x_min) + bias
+    np.testing.assert_allclose(lo, attained, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(hi - lo, 2 * eps[:, None] * jnp.linalg.norm(A, axis=-1), rtol=1e-5)
+
+
+def test_l1_concretize_is_attained_at_a_vertex():
+    center, A, bias = _random_problem()
+    lo, hi = L1Ball(center, 0.4).concretize(A, bias)
+    # The minimum over the L1 ball is at +-eps on the coordinate with the largest |A|.
+    i = jnp.argmax(jnp.abs(A), axis=-1)
+    step = -0.4 * jnp.sign(jnp.take_along_axis(A, i[..., None], -1))[..., 0]
+    attained = jnp.einsum("bsd,bd->bs", A, center) + bias
+    attained = attained + step * jnp.take_along_axis(A, i[..., None], -1)[..., 0]
+    np.testing.assert_allclose(lo, attained, rtol=1e-5, atol=1e-5)
+    assert np.all(np.asarray(hi) >= np.asarray(lo))
+
+
+@pytest.mark.parametrize("cls", [L2Ball, L1Ball])
+def test_norm_ball_with_clip_is_sound_and_no_looser_than_either_bound(cls):
+    center, A, bias = _random_problem()
+    ball = cls(center, 0.6)
+    clipped = cls(center, 0.6, clip=(0.0, 1.0))
+    lo, hi = clipped.concretize(A, bias)
+    assert np.all(np.asarray(lo) >= np.asarray(ball.concretize(A, bias)[0]) - 1e-6)
+    box_lo, _ = Box(*clipped.bounding_box()).concretize(A, bias)
+    assert np.all(np.asarray(lo) >= np.asarray(box_lo) - 1e-6)
+    pts = clipped.sample(KEY, 2000)
+    vals = jnp.einsum("bsd,nbd->nbs", A, pts) + bias
+    assert np.all(np.asarray(vals) >= np.asarray(lo) - 1e-5)
+    assert np.all(np.asarray(vals) <= np.asarray(hi) + 1e-5)
+
+
+@pytest.mark.parametrize(
+    "make, norm",
+    [
+        (lambda c: LinfBall(c, 0.2, clip=(0.0, 1.0)), lambda d: jnp.max(jnp.abs(d), -1)),
+        (lambda c: L2Ball(c, 0.2, clip=(0.0, 1.0)), lambda d: jnp.linalg.norm(d, axis=-1)),
+        (lambda c: L1Ball(c, 0.2), lambda d: jnp.sum(jnp.abs(d), -1)),
+    ],
+)
+def test_samples_lie_in_the_set(make, norm):
+    center, _, _ = _random_problem()
+    s = make(center)
+    pts = s.sample(KEY, 500)
+    assert pts.shape == (500, *center.shape)
+    assert np.all(np.asarray(norm(pts - center)) <= 0.2 * (1 + 1e-5))
+    lo, hi = s.bounding_box()
+    assert np.all(np.asarray(pts) >= np.asarray(lo) - 1e-6)
+    assert np.all(np.asarray(pts) <= np.asarray(hi) + 1e-6)
+
+
+def test_vertices_are_corners():
+    s = LinfBall(jnp.full((2, 4), 0.5), 0.25)
+    v = np.asarray(s.vertices(KEY, 50))
+    assert np.all(np.isclose(v, 0.25) | np.isclose(v, 0.75))
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: LinfBall(jnp.zeros((2, 3)), -0.1), "eps must be >= 0"),
+        (lambda: LinfBall(jnp.zeros((2, 3)), jnp.nan), "eps must be finite"),
+        (lambda: LinfBall(jnp.zeros((2, 3)), jnp.inf), "eps must be finite"),
+        (lambda: LinfBall(jnp.zeros((2, 3)), jnp.zeros((4,))), "does not broadcast"),
+        (lambda: LinfBall(jnp.zeros((2, 3)), 0.1, clip=(1.0, 0.0)), "clip low must be"),
+        (lambda: L2Ball(jnp.zeros((2, 3)), -1.0), "eps must be >= 0"),
+        (lambda: L2Ball(jnp.zeros((2, 3)), jnp.ones((3,))), r"shape \(batch,\)"),
+        (lambda: Box(jnp.ones((2, 3)), jnp.zeros((2, 3))), "lower > upper"),
+        (lambda: Box(jnp.ones((2, 3)), jnp.zeros((2, 4))), "same shape"),
+    ],
+)
+def test_bad_sets_raise_clear_errors(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_bad_eps_under_jit_poisons_bounds_with_nan():
+    @jax.jit
+    def lower(eps):
+        s = LinfBall(jnp.zeros((1, 2)), eps)
+        return s.concretize(jnp.ones((1, 1, 2)))[0]
+
+    assert np.isfinite(lower(0.1)).all()
+    assert np.isnan(lower(-0.1)).all()
+
+
+def test_concretize_rejects_mismatched_A():
+    s = LinfBall(jnp.zeros((2, 3)), 0.1)
+    with pytest.raises(ValueError, match="A must have shape"):
+        s.concretize(jnp.ones((2, 1, 4)))
+
+
+def test_sets_are_pytrees_through_jit_and_vmap():
+    center, A, bias = _random_problem()
+    s = LinfBall(center, 0.1, clip=(0.0, 1.0))
+    eager = s.concretize(A, bias)
+    jitted = jax.jit(lambda s: s.concretize(A, bias))(s)
+    np.testing.assert_allclose(eager[0], jitted[0], rtol=1e-6)
+    widths = jax.vmap(lambda e: LinfBall(center, e).concretize(A)[1].sum())(jnp.array([0.1, 0.2]))
+    assert widths[1] > widths[0]
