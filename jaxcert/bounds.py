@@ -145,7 +145,7 @@ def bound(
       bound_upper: compute upper bounds too (else ``upper`` is ``+inf``: half the work
         for the linear methods, as training needs only lower margins).
       chunk_size: neurons per backward pass for the intermediate bounds of
-        ``crown``/``fastlin``/``crown-opt`` (default: about 32M numbers per pass).
+        ``crown``/``fastlin``/``crown-opt`` (default: about 64M numbers per pass).
       intersect_ibp: intersect intermediate backward bounds with IBP's.
 
     Returns:
