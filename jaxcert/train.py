@@ -1,0 +1,297 @@
+"""The training loop: one jit-compiled step, data-parallel, checkpointed, resumable.
+
+* The step closes over the method's loss, the optimizer and the schedules; it takes
+  ``(state, x, y)`` and returns the next state and the step's metrics.
+* The batch is sharded over every local device (``jax.sharding.Mesh`` on a ``data``
+  axis); parameters are replicated. One device or several run the same program.
+* Randomness per step is ``fold_in(key, step)`` and the data order depends only on
+  ``(seed, epoch)``, so a run resumed from a checkpoint repeats the uninterrupted one.
+* Checkpoints (orbax) are written every ``checkpoint_every_steps`` and at the end, and
+  only from finite states: a NaN/inf loss stops the run with a message naming the
+  step and the last good checkpoint, which stays on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxcert import data as data_lib
+from jaxcert import schedules as sched
+from jaxcert.methods import make_loss
+from jaxcert.models import get_model
+
+Array = jax.Array
+
+__all__ = ["TrainState", "Experiment", "build", "make_train_step", "train", "restore_params"]
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a step reads and writes; a pytree, checkpointed whole."""
+
+    step: Array
+    params: Any
+    opt_state: Any
+    key: Array
+
+
+@dataclasses.dataclass
+class Experiment:
+    """The pieces a config builds: data, model, loss, optimizer and schedules."""
+
+    dataset: data_lib.Dataset
+    model: Any
+    apply_fn: Callable[[Any, Array], Array]
+    loss_fn: Callable[..., Any]
+    optimizer: optax.GradientTransformation
+    learning_rate: optax.Schedule
+    schedules: sched.Schedules
+    steps_per_epoch: int
+    total_steps: int
+
+
+def load_data(config: Any) -> data_lib.Dataset:
+    d = config.data
+    return data_lib.load_dataset(
+        d.name,
+        path=d.path or None,
+        data_dir=d.data_dir or None,
+        validation_size=d.validation_size,
+        seed=config.seed,
+        train_size=d.train_size if d.train_size > 0 else None,
+        test_size=d.test_size if d.test_size > 0 else None,
+    )
+
+
+def build_model(
+    config: Any, dataset: data_lib.Dataset
+) -> tuple[Any, Callable[[Any, Array], Array]]:
+    """The model (normalising inside with the data's statistics) and ``apply(params, x)``."""
+    kwargs: dict[str, Any] = {"num_classes": dataset.num_classes}
+    if config.model.normalize:
+        kwargs.update(mean=tuple(dataset.mean), std=tuple(dataset.std))
+    model = get_model(config.model.name, **kwargs)
+
+    def apply_fn(params: Any, x: Array) -> Array:
+        return model.apply({"params": params}, x)
+
+    return model, apply_fn
+
+
+def build(config: Any, dataset: data_lib.Dataset | None = None) -> Experiment:
+    """Builds data, model, loss, optimizer and schedules from a validated config."""
+    dataset = dataset or load_data(config)
+    model, apply_fn = build_model(config, dataset)
+    t = config.train
+    steps_per_epoch = data_lib.num_batches(len(dataset.x_train), t.batch_size)
+    total = t.epochs * steps_per_epoch
+    m = config.method
+    schedules = sched.mixed_schedules(
+        eps=m.eps_train,
+        warmup_steps=t.warmup_epochs * steps_per_epoch,
+        ramp_steps=t.ramp_epochs * steps_per_epoch,
+        eps_shape=t.eps_shape,
+        kappa_start=m.kappa_start,
+        kappa_end=m.kappa_end,
+        beta_start=m.beta_start,
+        beta_end=m.beta_end,
+        lam_start=m.lam_start,
+        lam_end=m.lam_end,
+    )
+    lr = sched.make_learning_rate(
+        base=t.lr,
+        steps_per_epoch=steps_per_epoch,
+        decay=t.lr_decay,
+        decay_epochs=tuple(t.decay_epochs),
+        decay_factor=t.decay_factor,
+        halve_every=t.halve_every if t.halve_every > 0 else None,
+        halve_after=t.halve_after,
+    )
+    optimizer = sched.make_optimizer(
+        name=t.optimizer,
+        learning_rate=lr,
+        weight_decay=t.weight_decay,
+        grad_clip_norm=t.grad_clip_norm if t.grad_clip_norm > 0 else None,
+    )
+    loss_fn = make_loss(m.name, apply_fn, dataset.num_classes, m)
+    return Experiment(
+        dataset, model, apply_fn, loss_fn, optimizer, lr, schedules, steps_per_epoch, total
+    )
+
+
+def init_state(exp: Experiment, seed: int) -> TrainState:
+    init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
+    sample = jnp.zeros((1, *exp.dataset.x_train.shape[1:]), jnp.float32)
+    variables = exp.model.init(init_key, sample)
+    if set(variables) != {"params"}:
+        raise ValueError(
+            f"model {type(exp.model).__name__} has state {sorted(set(variables) - {'params'})} "
+            "(e.g. batch-norm statistics); training such models is not supported yet"
+        )
+    params = variables["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=exp.optimizer.init(params),
+        key=train_key,
+    )
+
+
+def make_train_step(exp: Experiment, augment: bool) -> Callable[..., tuple[TrainState, dict]]:
+    """``step(state, x, y) -> (state, metrics)``, pure; the caller jits it."""
+
+    def step(state: TrainState, x: Array, y: Array) -> tuple[TrainState, dict[str, Array]]:
+        rng = jax.random.fold_in(state.key, state.step)
+        aug_key, loss_key = jax.random.split(rng)
+        if augment:
+            x = data_lib.augment(aug_key, x)
+        hparams = {
+            "eps": exp.schedules.eps(state.step),
+            "kappa": exp.schedules.kappa(state.step),
+            "beta": exp.schedules.beta(state.step),
+            "lam": exp.schedules.lam(state.step),
+        }
+        grad_fn = jax.value_and_grad(exp.loss_fn, has_aux=True)
+        (_, metrics), grads = grad_fn(state.params, x, y, hparams, loss_key)
+        updates, opt_state = exp.optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {**metrics, **hparams, "lr": exp.learning_rate(state.step)}
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        return new_state, metrics
+
+    return step
+
+
+def _mesh() -> Mesh:
+    return Mesh(np.array(jax.devices()), ("data",))
+
+
+def _checkpoint_manager(workdir: Path, keep: int) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    return ocp.CheckpointManager((workdir / "checkpoints").absolute(), options=options)
+
+
+def _all_finite(tree: Any) -> bool:
+    return all(
+        bool(jnp.all(jnp.isfinite(leaf)))
+        for leaf in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.floating)
+    )
+
+
+def _to_python(metrics: dict[str, Array]) -> dict[str, float]:
+    return {k: float(v) for k, v in jax.device_get(metrics).items()}
+
+
+def restore_params(config: Any, workdir: str | Path) -> tuple[Experiment, Any, int]:
+    """The experiment and the parameters of the latest checkpoint in ``workdir``."""
+    workdir = Path(workdir)
+    exp = build(config)
+    manager = _checkpoint_manager(workdir, config.train.keep_checkpoints)
+    latest = manager.latest_step()
+    if latest is None:
+        raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}: train first")
+    template = init_state(exp, config.seed)
+    state = manager.restore(latest, args=ocp.args.StandardRestore(template))
+    return exp, state.params, int(latest)
+
+
+def train(config: Any, workdir: str | Path, *, progress: bool = True) -> tuple[TrainState, list]:
+    """Trains from the config (resuming from ``workdir`` if it has a checkpoint).
+
+    Returns:
+      The final state and the list of logged metric records (also in
+      ``workdir/metrics.jsonl``).
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    exp = build(config)
+    t = config.train
+    n_devices = jax.device_count()
+    if t.batch_size % n_devices:
+        raise ValueError(
+            f"train.batch_size={t.batch_size} is not divisible by the {n_devices} devices"
+        )
+    mesh = _mesh()
+    replicated = NamedSharding(mesh, PartitionSpec())
+    sharded = NamedSharding(mesh, PartitionSpec("data"))
+
+    state = init_state(exp, config.seed)
+    manager = _checkpoint_manager(workdir, t.keep_checkpoints)
+    latest = manager.latest_step()
+    if latest is not None:
+        state = manager.restore(latest, args=ocp.args.StandardRestore(state))
+    state = jax.device_put(state, replicated)
+    start_step = int(state.step)
+
+    step_fn = jax.jit(make_train_step(exp, config.data.augment), donate_argnums=0)
+    records: list[dict] = []
+    metrics_path = workdir / "metrics.jsonl"
+    bar = _progress(exp.total_steps, start_step, progress)
+    last_saved = latest
+    try:
+        for epoch in range(start_step // exp.steps_per_epoch, t.epochs):
+            batch_iter = data_lib.batches(
+                exp.dataset.x_train,
+                exp.dataset.y_train,
+                t.batch_size,
+                seed=config.seed,
+                epoch=epoch,
+            )
+            for i, (x, y) in enumerate(batch_iter):
+                global_step = epoch * exp.steps_per_epoch + i
+                if global_step < start_step:
+                    continue
+                x = jax.device_put(jnp.asarray(x), sharded)
+                y = jax.device_put(jnp.asarray(y), sharded)
+                tic = time.perf_counter()
+                state, metrics = step_fn(state, x, y)
+                values = _to_python(metrics)
+                values["step_time"] = time.perf_counter() - tic
+                if not np.isfinite(values["loss"]):
+                    raise FloatingPointError(
+                        f"non-finite loss ({values['loss']}) at step {global_step} "
+                        f"(epoch {epoch}); the last good checkpoint is step {last_saved} in "
+                        f"{workdir / 'checkpoints'}"
+                    )
+                step_done = global_step + 1
+                if step_done % t.log_every_steps == 0 or step_done == exp.total_steps:
+                    record = {"step": step_done, "epoch": epoch, **values}
+                    records.append(record)
+                    with metrics_path.open("a") as f:
+                        f.write(json.dumps(record) + "\n")
+                if step_done % t.checkpoint_every_steps == 0 or step_done == exp.total_steps:
+                    if _all_finite(state.params):
+                        manager.save(step_done, args=ocp.args.StandardSave(state))
+                        last_saved = step_done
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{values['loss']:.3f}", eps=f"{values['eps']:.3f}")
+    finally:
+        manager.wait_until_finished()
+        if bar is not None:
+            bar.close()
+    return state, records
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return None
+    return tqdm(total=total, initial=initial, desc="train", unit="step", leave=False)

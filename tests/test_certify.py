@@ -1,0 +1,53 @@
+"""Certify: error orderings and report files that agree with the numbers."""
+
+import json
+
+import pytest
+from helpers_train import tiny_config, write_tiny_npz
+
+from jaxcert.certify import certify
+from jaxcert.train import train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("certify")
+    npz = write_tiny_npz(workdir / "tiny.npz")
+    c = tiny_config(npz, "ibp", epochs=3)
+    c.certify.verifiers = ("ibp", "crown-ibp", "crown", "crown-ibp-opt", "crown-opt")
+    c.certify.opt_steps = 3
+    train(c, workdir, progress=False)
+    return c, workdir, certify(c, workdir)
+
+
+def test_verified_error_bounds_pgd_error_bounds_clean_error(trained):
+    _, _, report = trained
+    clean, pgd = report["clean_error"], report["pgd_error"]
+    assert 0 <= clean <= pgd <= 1
+    for verifier, err in report["verified_error"].items():
+        assert pgd <= err <= 1, verifier
+    best = report["verified_error"]["best"]
+    assert best <= min(v for k, v in report["verified_error"].items() if k != "best")
+    assert clean < 0.5  # the tiny problem is learnt
+    curve = report["certified_accuracy"]
+    assert curve["eps"] == [0.0, 0.02]
+    assert curve["best"][0] == pytest.approx(1 - clean)  # eps = 0 certifies exactly the correct
+    assert curve["best"][1] <= curve["best"][0]
+
+
+def test_report_files_agree_with_the_returned_numbers(trained):
+    _, workdir, report = trained
+    on_disk = json.loads((workdir / "certify.json").read_text())
+    assert on_disk == json.loads(json.dumps(report))
+    md = (workdir / "certify.md").read_text()
+    assert f"| clean | {100 * report['clean_error']:.2f} |" in md
+    for verifier, err in report["verified_error"].items():
+        assert f"| verified ({verifier}) | {100 * err:.2f} |" in md
+    png = (workdir / "certify.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+
+
+def test_certify_without_checkpoint_is_a_clear_error(tmp_path):
+    npz = write_tiny_npz(tmp_path / "tiny.npz")
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        certify(tiny_config(npz), tmp_path / "empty")

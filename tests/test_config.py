@@ -1,0 +1,47 @@
+"""Config validation: impossible values stop with a message naming the key."""
+
+import pytest
+
+from jaxcert.config import ConfigError, default_config, validate
+
+
+def test_default_config_is_valid():
+    validate(default_config())
+
+
+@pytest.mark.parametrize(
+    "key, value, match",
+    [
+        ("method.eps_train", -0.1, "method.eps_train"),
+        ("method.eps_train", float("nan"), "method.eps_train"),
+        ("certify.eps", float("inf"), "certify.eps"),
+        ("method.name", "magic", "method.name"),
+        ("model.name", "resnet999", "model.name"),
+        ("method.kappa_start", 1.5, "method.kappa_start"),
+        ("train.epochs", 3, "train.epochs"),  # < warmup + ramp (1 + 5)
+        ("train.batch_size", 0, "train.batch_size"),
+        ("train.optimizer", "lion", "train.optimizer"),
+        ("train.lr_decay", "cosine", "train.lr_decay"),
+        ("train.eps_shape", "cubic", "train.eps_shape"),
+        ("train.lr", 0.0, "train.lr"),
+        ("certify.verifiers", ("ibp", "alpha-beta"), "certify.verifiers"),
+        ("certify.pgd_steps", 0, "certify.pgd_steps"),
+        ("data.path", "", "data.path"),
+    ],
+)
+def test_impossible_values_name_the_key(key, value, match):
+    c = default_config()
+    if key == "data.path":
+        c.data.name = "npz"
+    section, name = key.split(".")
+    c[section][name] = value
+    with pytest.raises(ConfigError, match=match):
+        validate(c)
+
+
+def test_unknown_and_ill_typed_keys_are_refused_by_the_config_itself():
+    c = default_config()
+    with pytest.raises(AttributeError):
+        c.train.epochz = 3  # noqa: B018 - unknown key on a locked config
+    with pytest.raises(TypeError):
+        c.train.epochs = "ten"

@@ -1,0 +1,79 @@
+"""Training methods: finite losses that decrease, and their defining properties."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxcert import methods
+from jaxcert.config import default_config
+from jaxcert.models import get_model
+
+X = jax.random.uniform(jax.random.PRNGKey(0), (16, 6, 6, 1))
+Y = jnp.arange(16) % 3
+MODEL = get_model("mlp", num_classes=3)
+PARAMS = MODEL.init(jax.random.PRNGKey(1), X)["params"]
+HP = {
+    "eps": jnp.float32(0.05),
+    "kappa": jnp.float32(0.5),
+    "beta": jnp.float32(0.5),
+    "lam": jnp.float32(0.0),
+}
+
+
+def _apply(params, x):
+    return MODEL.apply({"params": params}, x)
+
+
+def _loss(name, **overrides):
+    cfg = default_config().method
+    for k, v in overrides.items():
+        cfg[k] = v
+    return methods.make_loss(name, _apply, 3, cfg)
+
+
+@pytest.mark.parametrize(
+    "name", ["natural", "pgd", "ibp", "crown-ibp", "crown-ibp-opt", "cap-ibp", "crown", "fastlin"]
+)
+def test_loss_is_finite_and_decreases_over_a_few_steps(name):
+    loss_fn = jax.jit(_loss(name, pgd_steps=3))
+    opt = optax.adam(1e-2)
+    params, state = PARAMS, opt.init(PARAMS)
+    losses = []
+    for i in range(8):
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            params, X, Y, HP, jax.random.PRNGKey(i)
+        )
+        assert np.isfinite(float(loss)), name
+        losses.append(float(loss))
+        updates, state = opt.update(grads, state)
+        params = optax.apply_updates(params, updates)
+    assert losses[-1] < losses[0], (name, losses)
+    assert 0 <= float(metrics["clean_acc"]) <= 1
+
+
+def test_ibp_robust_loss_is_at_least_the_natural_loss():
+    hp = dict(HP, kappa=jnp.float32(0.0))
+    robust, _ = _loss("ibp")(PARAMS, X, Y, hp, jax.random.PRNGKey(0))
+    natural, _ = _loss("natural")(PARAMS, X, Y, hp, jax.random.PRNGKey(0))
+    assert float(robust) >= float(natural) - 1e-6
+    zero_eps, _ = _loss("ibp")(PARAMS, X, Y, dict(hp, eps=jnp.float32(0.0)), jax.random.PRNGKey(0))
+    np.testing.assert_allclose(zero_eps, natural, rtol=1e-5)  # eps=0: bounds are the logits
+
+
+def test_kappa_one_is_the_natural_loss_and_beta_zero_is_ibp():
+    key = jax.random.PRNGKey(0)
+    natural, _ = _loss("natural")(PARAMS, X, Y, HP, key)
+    k1, _ = _loss("crown-ibp")(PARAMS, X, Y, dict(HP, kappa=jnp.float32(1.0)), key)
+    np.testing.assert_allclose(k1, natural, rtol=1e-6)
+    b0, _ = _loss("crown-ibp")(PARAMS, X, Y, dict(HP, beta=jnp.float32(0.0)), key)
+    ibp, _ = _loss("ibp")(PARAMS, X, Y, HP, key)
+    np.testing.assert_allclose(b0, ibp, rtol=1e-6)
+
+
+def test_unknown_method_and_duplicate_registration_raise():
+    with pytest.raises(ValueError, match="unknown method"):
+        methods.make_loss("magic", _apply, 3, default_config().method)
+    with pytest.raises(ValueError, match="already registered"):
+        methods.register("ibp")(lambda *a: None)

@@ -1,0 +1,105 @@
+"""Training loop: learning, checkpoint-resume equality, NaN stop, 1-vs-2 devices."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+from helpers_train import tiny_config, write_tiny_npz
+
+from jaxcert import train as train_lib
+
+
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory):
+    return write_tiny_npz(tmp_path_factory.mktemp("data") / "tiny.npz")
+
+
+def _leaves(state):
+    return [np.asarray(x) for x in jax.tree.leaves(state.params)]
+
+
+def test_training_logs_metrics_and_checkpoints(npz, tmp_path):
+    c = tiny_config(npz, "crown-ibp", epochs=2)
+    state, records = train_lib.train(c, tmp_path, progress=False)
+    assert int(state.step) == 16  # 160 / 20 * 2
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 16 and json.loads(lines[-1]) == records[-1]
+    for key in ("loss", "clean_acc", "verified_acc", "eps", "kappa", "beta", "lr", "step_time"):
+        assert key in records[-1]
+    assert records[0]["eps"] == 0.0 and records[-1]["eps"] == pytest.approx(0.05)
+    assert records[-1]["clean_acc"] >= 0.6  # the tiny problem is learnt while eps ramps up
+    steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps[-1] == 16 and 12 in steps
+
+
+def test_resume_reproduces_the_uninterrupted_run(npz, tmp_path):
+    full_dir, part_dir = tmp_path / "full", tmp_path / "part"
+    full, full_records = train_lib.train(
+        tiny_config(npz, "ibp", epochs=2), full_dir, progress=False
+    )
+    # Stop after the first epoch (checkpoint at step 8), then resume to the end.
+    train_lib.train(tiny_config(npz, "ibp", epochs=1), part_dir, progress=False)
+    resumed, resumed_records = train_lib.train(
+        tiny_config(npz, "ibp", epochs=2), part_dir, progress=False
+    )
+    assert int(resumed.step) == int(full.step)
+    for a, b in zip(_leaves(full), _leaves(resumed), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert resumed_records[-1]["loss"] == full_records[-1]["loss"]
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(npz, tmp_path):
+    c = tiny_config(npz, "natural", epochs=2)
+    train_lib.train(c, tmp_path, progress=False)  # good checkpoints up to step 16
+    c.train.epochs = 4
+    c.train.lr = 1e30  # diverges at once
+    with pytest.raises(FloatingPointError, match="last good checkpoint is step 16"):
+        train_lib.train(c, tmp_path, progress=False)
+    exp, params, step = train_lib.restore_params(c, tmp_path)
+    assert step == 16
+    assert all(np.isfinite(np.asarray(p)).all() for p in jax.tree.leaves(params))
+
+
+def test_batch_size_must_divide_over_devices(npz, tmp_path, monkeypatch):
+    c = tiny_config(npz)
+    monkeypatch.setattr(jax, "device_count", lambda: 3)
+    with pytest.raises(ValueError, match="not divisible"):
+        train_lib.train(c, tmp_path, progress=False)
+
+
+def test_two_devices_match_one(npz, tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import sys, numpy as np, jax
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from helpers_train import tiny_config
+        from jaxcert import train
+        c = tiny_config({str(npz)!r}, "crown-ibp", epochs=1)
+        state, _ = train.train(c, sys.argv[1], progress=False)
+        np.savez(sys.argv[2], *[np.asarray(x) for x in jax.tree.leaves(state.params)])
+        print(jax.device_count())
+        """
+    )
+    results = {}
+    for n in (1, 2):
+        env = dict(
+            os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_PLATFORMS="cpu"
+        )
+        out = tmp_path / f"params{n}.npz"
+        proc = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / f"w{n}"), str(out)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.strip().endswith(str(n))
+        results[n] = np.load(out)
+    for key in results[1].files:
+        np.testing.assert_allclose(results[1][key], results[2][key], rtol=1e-4, atol=1e-5)
