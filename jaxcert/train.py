@@ -151,9 +151,16 @@ def init_state(exp: Experiment, seed: int) -> TrainState:
 
 
 def make_train_step(exp: Experiment, augment: bool) -> Callable[..., tuple[TrainState, dict]]:
-    """``step(state, x, y) -> (state, metrics)``, pure; the caller jits it."""
+    """``step(state, x, y, use_linear) -> (state, metrics)``, pure; the caller jits it.
 
-    def step(state: TrainState, x: Array, y: Array) -> tuple[TrainState, dict[str, Array]]:
+    ``use_linear`` is static: False where the schedule has ``beta == 0``, so the
+    mixed objective skips the linear bound in that phase (see
+    :mod:`jaxcert.methods.certified`). At most two programs are compiled.
+    """
+
+    def step(
+        state: TrainState, x: Array, y: Array, use_linear: bool = True
+    ) -> tuple[TrainState, dict[str, Array]]:
         rng = jax.random.fold_in(state.key, state.step)
         aug_key, loss_key = jax.random.split(rng)
         if augment:
@@ -165,7 +172,9 @@ def make_train_step(exp: Experiment, augment: bool) -> Callable[..., tuple[Train
             "lam": exp.schedules.lam(state.step),
         }
         grad_fn = jax.value_and_grad(exp.loss_fn, has_aux=True)
-        (_, metrics), grads = grad_fn(state.params, x, y, hparams, loss_key)
+        (_, metrics), grads = grad_fn(
+            state.params, x, y, {**hparams, "use_linear": use_linear}, loss_key
+        )
         updates, opt_state = exp.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {**metrics, **hparams, "lr": exp.learning_rate(state.step)}
@@ -237,7 +246,7 @@ def train(config: Any, workdir: str | Path, *, progress: bool = True) -> tuple[T
     state = jax.device_put(state, replicated)
     start_step = int(state.step)
 
-    step_fn = jax.jit(make_train_step(exp, config.data.augment), donate_argnums=0)
+    step_fn = jax.jit(make_train_step(exp, config.data.augment), donate_argnums=0, static_argnums=3)
     records: list[dict] = []
     metrics_path = workdir / "metrics.jsonl"
     bar = _progress(exp.total_steps, start_step, progress)
@@ -258,7 +267,8 @@ def train(config: Any, workdir: str | Path, *, progress: bool = True) -> tuple[T
                 x = jax.device_put(jnp.asarray(x), sharded)
                 y = jax.device_put(jnp.asarray(y), sharded)
                 tic = time.perf_counter()
-                state, metrics = step_fn(state, x, y)
+                use_linear = bool(exp.schedules.beta(global_step) > 0)
+                state, metrics = step_fn(state, x, y, use_linear)
                 values = _to_python(metrics)
                 values["step_time"] = time.perf_counter() - tic
                 if not np.isfinite(values["loss"]):

@@ -77,3 +77,17 @@ def test_unknown_method_and_duplicate_registration_raise():
         methods.make_loss("magic", _apply, 3, default_config().method)
     with pytest.raises(ValueError, match="already registered"):
         methods.register("ibp")(lambda *a: None)
+
+
+def test_static_use_linear_false_skips_the_linear_bound():
+    key = jax.random.PRNGKey(0)
+    loss_fn = _loss("crown-ibp")
+    skipped, _ = loss_fn(PARAMS, X, Y, dict(HP, use_linear=False), key)
+    ibp, _ = _loss("ibp")(PARAMS, X, Y, HP, key)
+    np.testing.assert_allclose(skipped, ibp, rtol=1e-6)
+
+    def program_size(use_linear):
+        hp = dict(HP, use_linear=use_linear)
+        return len(str(jax.make_jaxpr(lambda p: loss_fn(p, X, Y, hp, key))(PARAMS)))
+
+    assert program_size(False) < 0.75 * program_size(True)
