@@ -153,8 +153,8 @@ def init_state(exp: Experiment, seed: int) -> TrainState:
 def make_train_step(exp: Experiment, augment: bool) -> Callable[..., tuple[TrainState, dict]]:
     """``step(state, x, y, use_linear) -> (state, metrics)``, pure; the caller jits it.
 
-    ``use_linear`` is static: False where the schedule has ``beta == 0``, so the
-    mixed objective skips the linear bound in that phase (see
+    ``use_linear`` is static: False where the schedule has ``beta == 0`` or
+    ``kappa == 1``, so the mixed objective skips the linear bound in those phases (see
     :mod:`jaxcert.methods.certified`). At most two programs are compiled.
     """
 
@@ -267,7 +267,10 @@ def train(config: Any, workdir: str | Path, *, progress: bool = True) -> tuple[T
                 x = jax.device_put(jnp.asarray(x), sharded)
                 y = jax.device_put(jnp.asarray(y), sharded)
                 tic = time.perf_counter()
-                use_linear = bool(exp.schedules.beta(global_step) > 0)
+                # The linear bound only matters where it has weight: beta > 0, kappa < 1.
+                use_linear = bool(
+                    exp.schedules.beta(global_step) > 0 and exp.schedules.kappa(global_step) < 1
+                )
                 state, metrics = step_fn(state, x, y, use_linear)
                 values = _to_python(metrics)
                 values["step_time"] = time.perf_counter() - tic

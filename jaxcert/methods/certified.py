@@ -7,8 +7,9 @@ The objective (CROWN-IBP, Eq. 9) mixes a natural and a robust cross-entropy:
 where ``m`` are lower bounds of the margins ``z_y - z_j`` over the eps ball and
 ``worst`` builds the worst-case logits (thesis §3.1). ``beta`` is ignored by "ibp".
 When ``hparams["use_linear"]`` is the Python value False (the training loop passes it
-as a static flag: ``beta == 0`` at this step), the linear bound is not computed at all,
-so the IBP phase of a ``beta: 1 -> 0`` schedule costs what IBP costs. (A ``lax.cond``
+as a static flag: ``beta == 0`` or ``kappa == 1`` at this step), the linear bound is not
+computed at all, so the warm-up and the IBP phase of a ``beta: 1 -> 0`` schedule cost
+what IBP costs. (A ``lax.cond``
 on a traced ``beta`` would do the same inside one program, but XLA's CPU backend runs
 the differentiated conditional ~3.5x slower.)
 
