@@ -1,0 +1,56 @@
+"""Every experiment config loads, validates and encodes its paper's settings."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from jaxcert.config import validate
+
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+
+
+def _load(name, arg=None):
+    spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config() if arg is None else module.get_config(arg)
+
+
+@pytest.mark.parametrize(
+    "name, arg",
+    [("quickstart", None), ("mnist_dm_small", "ibp"), ("mnist_dm_small", "crown-ibp")]
+    + [("mnist_crown_ibp", e) for e in ("0.1", "0.2", "0.3", "0.4")]
+    + [("cifar_crown_ibp", e) for e in ("2", "8")]
+    + [
+        ("thesis_table34", f"{d},{m},{e}")
+        for d, e in (("mnist", "0.3"), ("cifar10", "8"), ("svhn_cropped", "0.01"))
+        for m in ("ibp", "crown-ibp", "ours")
+    ],
+)
+def test_experiment_configs_validate(name, arg):
+    validate(_load(name, arg))
+
+
+def test_every_experiment_file_is_covered():
+    files = {p.stem for p in EXPERIMENTS.glob("*.py")}
+    assert files == {
+        "quickstart",
+        "mnist_dm_small",
+        "mnist_crown_ibp",
+        "cifar_crown_ibp",
+        "thesis_table34",
+    }
+
+
+def test_paper_settings():
+    c = _load("mnist_crown_ibp", "0.1")
+    assert c.method.eps_train == pytest.approx(0.2) and c.model.name == "dm_large"
+    assert _load("mnist_crown_ibp", "0.4").method.eps_train == pytest.approx(0.4)
+    c = _load("cifar_crown_ibp", "8")
+    assert c.method.eps_train == pytest.approx(8.8 / 255) and c.data.augment
+    ours = _load("thesis_table34", "mnist,ours,0.3")
+    assert ours.method.name == "crown-ibp-opt" and ours.method.beta_end == 1.0
+    assert ours.model.name == "large" and ours.method.opt_step_size >= 1
+    with pytest.raises(ValueError, match="method must be"):
+        _load("thesis_table34", "mnist,cap,0.3")
