@@ -37,18 +37,34 @@ def _center_radius(iv: Interval) -> tuple[Array, Array]:
     return (hi + lo) / 2, (hi - lo) / 2
 
 
-def _weighted_rule(node: Node, operands: Sequence[Any]) -> Interval:
-    centers, radii = [], []
-    for arg, x in zip(node.args, operands, strict=True):
-        if isinstance(arg, Ref):
-            c, r = _center_radius(x)
-            centers.append(c)
-            radii.append(r)
-        else:
-            centers.append(x)
-            radii.append(jnp.abs(x))
-    c, r = node.apply(*centers), node.apply(*radii)
-    return c - r, c + r
+def _affine_rule(constant_radius: Callable[[Any], Any]) -> Rule:
+    """Centre through the op; radius through the op with each constant mapped by
+    ``constant_radius`` (``|w|`` for weights, 0 for offsets, itself for indices)."""
+
+    def rule(node: Node, operands: Sequence[Any]) -> Interval:
+        centers, radii = [], []
+        for arg, x in zip(node.args, operands, strict=True):
+            if isinstance(arg, Ref):
+                c, r = _center_radius(x)
+                centers.append(c)
+                radii.append(r)
+            else:
+                centers.append(x)
+                radii.append(constant_radius(x))
+        c, r = node.apply(*centers), node.apply(*radii)
+        return c - r, c + r
+
+    return rule
+
+
+def _offset_radius(x: Any) -> Any:
+    # Non-negative structural maps: float constants are offsets (radius 0); integer and
+    # boolean constants are indices or selectors, kept as they are.
+    return jnp.zeros_like(x) if jnp.issubdtype(jnp.result_type(x), jnp.floating) else x
+
+
+_weighted_rule = _affine_rule(jnp.abs)
+_structural_rule = _affine_rule(_offset_radius)
 
 
 def _sum_rule(node: Node, operands: Sequence[Any]) -> Interval:
@@ -63,23 +79,6 @@ def _sum_rule(node: Node, operands: Sequence[Any]) -> Interval:
             centers.append(x)
     c = node.apply(*centers)
     r = jnp.broadcast_to(radius, c.shape)
-    return c - r, c + r
-
-
-def _structural_rule(node: Node, operands: Sequence[Any]) -> Interval:
-    # Non-negative coefficients: the radius goes through the op with additive
-    # constants zeroed; integer/boolean constants are indices or selectors, kept.
-    centers, radii = [], []
-    for arg, x in zip(node.args, operands, strict=True):
-        if isinstance(arg, Ref):
-            c, r = _center_radius(x)
-            centers.append(c)
-            radii.append(r)
-        else:
-            centers.append(x)
-            floating = jnp.issubdtype(jnp.result_type(x), jnp.floating)
-            radii.append(jnp.zeros_like(x) if floating else x)
-    c, r = node.apply(*centers), node.apply(*radii)
     return c - r, c + r
 
 
