@@ -85,19 +85,28 @@ def evaluate(
         adv = pgd(fn, xb, yb, eps, steps=pgd_steps, restarts=pgd_restarts, key=key, clip=clip)
         return jnp.argmax(fn(adv), -1) == yb
 
-    def verified_at(method: str, radius: float) -> np.ndarray:
-        @jax.jit
-        def run(xb: Array, yb: Array) -> Array:
-            s = LinfBall(xb, radius, clip=clip)
-            kwargs: dict[str, Any] = {}
-            if method == "crown-ibp-opt":
-                kwargs["key"] = key
-            if method == "crown-opt":
-                kwargs["steps"] = opt_steps
-            b = bound(fn, s, method, spec=margin_spec(yb, num_classes), bound_upper=False, **kwargs)
-            return verified(b.lower)
+    def make_verifier(method: str) -> Callable[[Array, Array, Array], Array]:
+        # The radius is an argument, so each verifier compiles once for the whole grid.
+        kwargs: dict[str, Any] = {}
+        if method == "crown-ibp-opt":
+            kwargs["key"] = key
+        if method == "crown-opt":
+            kwargs["steps"] = opt_steps
 
-        return _batched(run, x, y, batch_size)
+        @jax.jit
+        def run(xb: Array, yb: Array, radius: Array) -> Array:
+            s = LinfBall(xb, radius, clip=clip)
+            spec = margin_spec(yb, num_classes)
+            return verified(bound(fn, s, method, spec=spec, bound_upper=False, **kwargs).lower)
+
+        return run
+
+    verifier_fns = {m: make_verifier(m) for m in verifiers}
+
+    def verified_at(method: str, radius: float) -> np.ndarray:
+        run = verifier_fns[method]
+        r = jnp.float32(radius)
+        return _batched(lambda xb, yb: run(xb, yb, r), x, y, batch_size)
 
     with jax.default_matmul_precision("highest"):
         clean = _batched(correct, x, y, batch_size)
