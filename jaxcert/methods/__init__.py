@@ -32,6 +32,11 @@ def register(name: str) -> Callable[[MethodMaker], MethodMaker]:
     return wrap
 
 
+def config_value(config: Any, key: str, default: Any) -> Any:
+    """``config[key]`` when the method's config section has it, else ``default``."""
+    return config.get(key, default) if hasattr(config, "get") else default
+
+
 def available() -> list[str]:
     """Names of the registered methods."""
     return sorted(_REGISTRY)

@@ -8,11 +8,7 @@ import jax
 
 from jaxcert.attacks import pgd
 from jaxcert.losses import accuracy, cross_entropy
-from jaxcert.methods import register
-
-
-def _get(config: Any, key: str, default: Any) -> Any:
-    return config.get(key, default) if hasattr(config, "get") else default
+from jaxcert.methods import config_value, register
 
 
 @register("pgd")
@@ -23,10 +19,13 @@ def make_pgd(apply_fn, num_classes: int, config: Any):
     steps``), ``pgd_restarts`` (1), ``clip_min``/``clip_max`` (0, 1).
     """
     del num_classes
-    steps = int(_get(config, "pgd_steps", 7))
-    step_size = _get(config, "pgd_step_size", None)
-    restarts = int(_get(config, "pgd_restarts", 1))
-    clip = (float(_get(config, "clip_min", 0.0)), float(_get(config, "clip_max", 1.0)))
+    steps = int(config_value(config, "pgd_steps", 7))
+    step_size = config_value(config, "pgd_step_size", None)
+    restarts = int(config_value(config, "pgd_restarts", 1))
+    clip = (
+        float(config_value(config, "clip_min", 0.0)),
+        float(config_value(config, "clip_max", 1.0)),
+    )
 
     def loss_fn(params, x, y, hparams, rng):
         fn = lambda z: apply_fn(params, z)  # noqa: E731
@@ -40,7 +39,7 @@ def make_pgd(apply_fn, num_classes: int, config: Any):
             restarts=restarts,
             key=rng,
             clip=clip,
-            step_size=None if step_size is None else step_size,
+            step_size=step_size,
         )
         x_adv = jax.lax.stop_gradient(x_adv)
         adv_logits = fn(x_adv)

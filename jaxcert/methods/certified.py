@@ -26,25 +26,24 @@ import jax.numpy as jnp
 
 from jaxcert.bounds import bound
 from jaxcert.losses import accuracy, cross_entropy, robust_cross_entropy, verified
-from jaxcert.methods import register
+from jaxcert.methods import config_value, register
 from jaxcert.sets import LinfBall
 from jaxcert.specs import margin_spec
-
-
-def _get(config: Any, key: str, default: Any) -> Any:
-    return config.get(key, default) if hasattr(config, "get") else default
 
 
 def make_certified(bound_method: str):
     """A method maker for the mixed objective with ``bound_method`` as ``m_method``."""
 
     def maker(apply_fn, num_classes: int, config: Any):
-        clip = (float(_get(config, "clip_min", 0.0)), float(_get(config, "clip_max", 1.0)))
+        clip = (
+            float(config_value(config, "clip_min", 0.0)),
+            float(config_value(config, "clip_max", 1.0)),
+        )
         opt_kwargs = {}
         if bound_method == "crown-ibp-opt":
             opt_kwargs = {
-                "steps": int(_get(config, "opt_steps", 1)),
-                "step_size": float(_get(config, "opt_step_size", 2.0)),
+                "steps": int(config_value(config, "opt_steps", 1)),
+                "step_size": float(config_value(config, "opt_step_size", 2.0)),
             }
 
         def margins(fn, s, spec, method, rng):
