@@ -11,7 +11,7 @@ Example:
 
 from jaxcert.bounds import METHODS, Bounds, bound
 from jaxcert.errors import UnsupportedOperation
-from jaxcert.sets import Box, InputSet, L1Ball, L2Ball, LinfBall
+from jaxcert.sets import Box, InputSet, L0Ball, L1Ball, L2Ball, LinfBall
 from jaxcert.specs import margin_spec, worst_case_logits
 
 __version__ = "0.1.0"
@@ -21,6 +21,7 @@ __all__ = [
     "Bounds",
     "Box",
     "InputSet",
+    "L0Ball",
     "L1Ball",
     "L2Ball",
     "LinfBall",

@@ -72,6 +72,13 @@ def default_config() -> ml_collections.ConfigDict:
     c.method.pgd_restarts = 1
     c.method.clip_min = 0.0
     c.method.clip_max = 1.0
+    c.method.gamma = 0.1  # double-margin / ibp+v: finite-difference step
+    c.method.tight_d = 0.0  # *-tight methods: weight of d (001_… Eq. 4, lambda)
+    c.method.tight_r = 0.0  # *-tight methods: weight of r (001_… Eq. 4, gamma)
+    c.method.rs_weight = 0.0  # any method: + rs_weight * ReLU-stability loss
+    c.method.l1_weight = 0.0  # any method: + l1_weight * sum |w|
+    c.method.adaptive_lambda = False  # SingleProp AHS: lambda from the validation split
+    c.method.ahs_gamma = 1.0  # AHS gamma: lambda = g L / ((1 + g) L + R)
 
     c.train = ml_collections.ConfigDict()
     c.train.epochs = 10
@@ -127,6 +134,17 @@ def validate(c: Any) -> None:
             _fail(f"method.{key}", f"must lie in [0, 1], got {c.method[key]}")
     if c.method.opt_steps < 1:
         _fail("method.opt_steps", f"must be >= 1, got {c.method.opt_steps}")
+    for key in ("tight_d", "tight_r", "rs_weight", "l1_weight", "lam_start", "lam_end"):
+        if not c.method[key] >= 0:
+            _fail(f"method.{key}", f"must be >= 0, got {c.method[key]}")
+    for key in ("gamma", "ahs_gamma"):
+        if not c.method[key] > 0:
+            _fail(f"method.{key}", f"must be > 0, got {c.method[key]}")
+    if c.method.adaptive_lambda and c.data.validation_size < 1:
+        _fail(
+            "data.validation_size",
+            "method.adaptive_lambda needs a validation split: set data.validation_size > 0",
+        )
     if c.method.clip_min > c.method.clip_max:
         _fail("method.clip_min", "must be <= method.clip_max")
     t = c.train

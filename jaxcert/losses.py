@@ -10,7 +10,13 @@ from jaxcert.specs import worst_case_logits
 
 Array = jax.Array
 
-__all__ = ["cross_entropy", "robust_cross_entropy", "accuracy", "verified"]
+__all__ = [
+    "cross_entropy",
+    "robust_cross_entropy",
+    "range_regularizer",
+    "accuracy",
+    "verified",
+]
 
 
 def cross_entropy(logits: Array, y: Array) -> Array:
@@ -35,6 +41,28 @@ def robust_cross_entropy(margin_lower: Array, y: Array, num_classes: int) -> Arr
       y: ``(batch,)`` labels.
     """
     return cross_entropy(worst_case_logits(margin_lower, y, num_classes), y)
+
+
+def range_regularizer(lower: Array, upper: Array, logits: Array, y: Array) -> Array:
+    """SingleProp Eq. 4-5: how much a range of logits can raise the cross-entropy.
+
+    ``CE(lower at y, upper elsewhere) - CE(logits)``, averaged over the batch. Non-negative
+    when ``lower <= logits <= upper`` (cross-entropy increases with the other logits and
+    decreases with the label's).
+
+    Args:
+      lower, upper: ``(batch, classes)`` a range of the logits (sound or approximate).
+      logits: ``(batch, classes)`` the nominal logits.
+      y: ``(batch,)`` labels.
+
+    Example:
+      >>> z = jnp.array([[1.0, 0.0]])
+      >>> float(range_regularizer(z - 0.5, z + 0.5, z, jnp.array([0])))  # CE(0.5, 0.5) - CE(1, 0)
+      0.3799...
+    """
+    onehot = jax.nn.one_hot(y, logits.shape[-1], dtype=bool)
+    worst = jnp.where(onehot, lower, upper)
+    return cross_entropy(worst, y) - cross_entropy(logits, y)
 
 
 def accuracy(logits: Array, y: Array) -> Array:

@@ -24,7 +24,7 @@ from jax import lax
 
 Array = jax.Array
 
-__all__ = ["InputSet", "Box", "LinfBall", "L2Ball", "L1Ball"]
+__all__ = ["InputSet", "Box", "LinfBall", "L2Ball", "L1Ball", "L0Ball"]
 
 # Bounds are certificates: no reduced-precision (TF32) matmuls when concretising.
 _HIGHEST = lax.Precision.HIGHEST
@@ -121,6 +121,21 @@ class InputSet(abc.ABC):
     def sample(self, key: Array, num: int) -> Array:
         """``num`` random points of the set: ``(num, batch, *x_shape)``."""
 
+    def minimizer(self, A: Array) -> Array:
+        """A point of the set where ``A x`` is smallest, per specification row.
+
+        Args:
+          A: ``(batch, n_spec, *x_shape)``.
+
+        Returns:
+          ``(batch, n_spec, *x_shape)``: row ``s`` of example ``b`` attains the lower
+          value of :meth:`concretize` for ``A[b, s]``. The tightness regularisers read
+          it (the relaxation's optimal input perturbation).
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} has no exact minimiser of a linear function"
+        )
+
     def _check_A(self, A: Array) -> None:
         if A.ndim < 2 or A.shape[0] != self.shape[0] or A.shape[2:] != self.shape[1:]:
             raise ValueError(
@@ -189,6 +204,13 @@ class Box(InputSet):
         pick = jax.random.bernoulli(key, 0.5, (num, *self.shape))
         return jnp.where(pick, hi, lo)
 
+    def minimizer(self, A: Array) -> Array:
+        self._check_A(A)
+        lo, hi = self.bounding_box()
+        lo, hi = lo[:, None], hi[:, None]
+        # Where A is 0 any point is a minimiser: take the middle (sign(0) = 0).
+        return jnp.where(A > 0, lo, jnp.where(A < 0, hi, (lo + hi) / 2))
+
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
@@ -248,6 +270,10 @@ class LinfBall(InputSet):
         """``num`` random corners of the (clipped) box: ``(num, batch, *x_shape)``."""
         lo, hi = self.bounding_box()
         return Box(lo, hi).vertices(key, num)
+
+    def minimizer(self, A: Array) -> Array:
+        lo, hi = self.bounding_box()
+        return Box(lo, hi).minimizer(A)
 
 
 def _batch_eps(eps: Array, batch: int, dtype: Any) -> Array:
@@ -309,6 +335,17 @@ class _NormBall(InputSet):
             lower, upper = jnp.maximum(lower, box_lower), jnp.minimum(upper, box_upper)
         return lower, upper
 
+    def _eps_per_row(self) -> Array:
+        """The radius as ``(batch, 1, 1)``, to scale ``(batch, n_spec, n)`` steps."""
+        return jnp.broadcast_to(self._eps_column(), (self.shape[0], 1))[:, :, None]
+
+    def _unclipped(self) -> None:
+        if self.clip is not None:
+            raise NotImplementedError(
+                f"{type(self).__name__} with clip has no exact minimiser (ball ∩ box); "
+                "use it without clip"
+            )
+
     def _clip(self, x: Array) -> Array:
         # Clipping moves every coordinate towards a center inside the clip box, so it
         # never leaves the ball.
@@ -327,6 +364,15 @@ class L2Ball(_NormBall):
       >>> s.concretize(jnp.array([[[3.0, 4.0]]]))
       (Array([[-5.]], dtype=float32), Array([[5.]], dtype=float32))
     """
+
+    def minimizer(self, A: Array) -> Array:
+        self._check_A(A)
+        self._unclipped()
+        A2 = _flat(A, 2)
+        norm = self._dual_norm(A2)[..., None]
+        direction = jnp.where(norm > 0, A2 / jnp.where(norm > 0, norm, 1), 0)
+        step = -self._eps_per_row() * direction
+        return self.center[:, None] + step.reshape(A.shape)
 
     def _dual_norm(self, A_flat: Array) -> Array:
         # Double `where`: exact, with a finite gradient at an all-zero row.
@@ -360,6 +406,15 @@ class L1Ball(_NormBall):
     def _dual_norm(self, A_flat: Array) -> Array:
         return jnp.max(jnp.abs(A_flat), axis=-1)
 
+    def minimizer(self, A: Array) -> Array:
+        self._check_A(A)
+        self._unclipped()
+        A2 = _flat(A, 2)
+        # All the budget on one coordinate of largest |A|, against its sign.
+        top = jax.nn.one_hot(jnp.argmax(jnp.abs(A2), axis=-1), A2.shape[-1], dtype=A2.dtype)
+        step = -self._eps_per_row() * top * jnp.sign(A2)
+        return self.center[:, None] + step.reshape(A.shape)
+
     def sample(self, key: Array, num: int) -> Array:
         # Uniform in the L1 ball: exponential magnitudes normalised by one extra
         # exponential, with random signs.
@@ -370,3 +425,112 @@ class L1Ball(_NormBall):
         signs = jax.random.rademacher(ksign, mags.shape, self.center.dtype)
         step = signs * mags * self._eps_column()
         return self._clip(self.center + step.reshape((num, *self.shape)))
+
+
+def _top_k_sum(values: Array, k: int) -> Array:
+    """Sum of the ``k`` largest entries along the last axis (all of them if fewer)."""
+    if k >= values.shape[-1]:
+        return jnp.sum(values, axis=-1)
+    return jnp.sum(lax.top_k(values, k)[0], axis=-1)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class L0Ball(InputSet):
+    """At most ``k`` entries of ``center`` changed, each to any value in ``clip``.
+
+    The L0 threat model of DoubleMargin (its App. H): ``{x' : ||x' - center||_0 <= k,
+    clip[0] <= x' <= clip[1]}``, counting entries of the flattened input (a pixel's
+    channels count separately). Concretisation is exact: the largest change of ``A x``
+    comes from the ``k`` entries with the largest gains
+    ``max(A_i (high - x_i), A_i (low - x_i))``. The bounding box is the whole ``clip``
+    box (any single entry may move), which is what IBP sees.
+
+    Example:
+      >>> s = L0Ball(jnp.array([[0.5, 0.5, 0.5]]), k=1)
+      >>> s.concretize(jnp.array([[[1.0, -2.0, 0.5]]]))
+      (Array([[-1.]], dtype=float32), Array([[1.]], dtype=float32))
+    """
+
+    center: Array
+    k: int = dataclasses.field(metadata=dict(static=True))
+    clip: tuple[Any, Any] = (0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        if not _arraylike(self.center):
+            return
+        if not isinstance(self.k, (int, np.integer)) or isinstance(self.k, bool) or self.k < 0:
+            raise ValueError(f"L0Ball k must be an int >= 0, got {self.k!r}")
+        if self.clip is None:
+            raise ValueError("L0Ball needs a clip range: an entry may take any value in it")
+        _check_clip(self.clip)
+        c, (low, high) = _concrete(self.center), (_concrete(v) for v in self.clip)
+        if c is not None and low is not None and high is not None:
+            if np.any(c < low) or np.any(c > high):
+                raise ValueError(f"L0Ball center must lie inside clip={self.clip}")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(jnp.shape(self.center))
+
+    def bounding_box(self) -> tuple[Array, Array]:
+        x = jnp.asarray(self.center)
+        if self.k == 0:
+            return x, x
+        lo = jnp.broadcast_to(jnp.asarray(self.clip[0], x.dtype), x.shape)
+        hi = jnp.broadcast_to(jnp.asarray(self.clip[1], x.dtype), x.shape)
+        return lo, hi
+
+    def _gains(self, A2: Array) -> tuple[Array, Array]:
+        """Per entry: the largest increase and decrease of ``A x`` from moving it."""
+        x = _flat(jnp.asarray(self.center), 1)[:, None]
+        lo, hi = (_flat(jnp.broadcast_to(b, self.shape), 1)[:, None] for b in self.bounding_box())
+        to_hi, to_lo = A2 * (hi - x), A2 * (lo - x)
+        return jnp.maximum(to_hi, to_lo), -jnp.minimum(to_hi, to_lo)
+
+    def concretize(self, A: Array, bias: Array | None = None) -> tuple[Array, Array]:
+        self._check_A(A)
+        A2 = _flat(A, 2)
+        x = _flat(jnp.asarray(self.center), 1)
+        center = jnp.einsum("bsi,bi->bs", A2, x, precision=_HIGHEST)
+        if bias is not None:
+            center = center + bias
+        if self.k == 0:
+            return center, center
+        up, down = self._gains(A2)
+        return center - _top_k_sum(down, self.k), center + _top_k_sum(up, self.k)
+
+    def minimizer(self, A: Array) -> Array:
+        self._check_A(A)
+        A2 = _flat(A, 2)
+        x = jnp.broadcast_to(_flat(jnp.asarray(self.center), 1)[:, None], A2.shape)
+        if self.k == 0:
+            return x.reshape(A.shape)
+        lo, hi = (_flat(b, 1)[:, None] for b in self.bounding_box())
+        _, down = self._gains(A2)
+        # Move the k entries of largest decrease (ties broken by position).
+        rank = jnp.argsort(jnp.argsort(-down, axis=-1), axis=-1)
+        chosen = rank < self.k
+        moved = jnp.where(A2 > 0, lo, hi)
+        return jnp.where(chosen, moved, x).reshape(A.shape)
+
+    def sample(self, key: Array, num: int) -> Array:
+        return self._perturb(key, num, corners=False)
+
+    def vertices(self, key: Array, num: int) -> Array:
+        """``num`` random points with ``k`` entries moved to an end of ``clip``."""
+        return self._perturb(key, num, corners=True)
+
+    def _perturb(self, key: Array, num: int, corners: bool) -> Array:
+        kpos, kval = jax.random.split(key)
+        x = jnp.broadcast_to(jnp.asarray(self.center), (num, *self.shape))
+        flat = x.reshape(num, self.shape[0], -1)
+        n = flat.shape[-1]
+        rank = jnp.argsort(jax.random.uniform(kpos, flat.shape), axis=-1)
+        chosen = jnp.argsort(rank, axis=-1) < min(self.k, n)
+        lo, hi = (jnp.asarray(c, flat.dtype) for c in self.clip)
+        if corners:
+            values = jnp.where(jax.random.bernoulli(kval, 0.5, flat.shape), hi, lo)
+        else:
+            values = lo + jax.random.uniform(kval, flat.shape, flat.dtype) * (hi - lo)
+        return jnp.where(chosen, values, flat).reshape(x.shape)

@@ -91,3 +91,86 @@ def test_static_use_linear_false_skips_the_linear_bound():
         return len(str(jax.make_jaxpr(lambda p: loss_fn(p, X, Y, hp, key))(PARAMS)))
 
     assert program_size(False) < 0.75 * program_size(True)
+
+
+REGULARIZED = [
+    "singleprop-zero",
+    "singleprop-fastlin",
+    "singleprop-crown",
+    "double-margin",
+    "double-margin-s",
+    "ibp+v",
+    "ibp-reg",
+]
+TIGHT = ["crown-ibp-tight", "crown-tight", "fastlin-tight"]
+
+
+@pytest.mark.parametrize("name", REGULARIZED + TIGHT)
+def test_regulariser_methods_train(name):
+    hp = dict(HP, lam=jnp.float32(0.5))
+    loss_fn = jax.jit(_loss(name, tight_d=0.1, tight_r=0.1))
+    opt = optax.adam(1e-2)
+    params, state = PARAMS, opt.init(PARAMS)
+    losses = []
+    for i in range(8):
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            params, X, Y, hp, jax.random.PRNGKey(i)
+        )
+        assert np.isfinite(float(loss)), name
+        assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads)), name
+        losses.append(float(loss))
+        updates, state = opt.update(grads, state)
+        params = optax.apply_updates(params, updates)
+    assert losses[-1] < losses[0], (name, losses)
+    if name in TIGHT:
+        assert float(metrics["tight_d"]) >= -1e-5 and float(metrics["tight_r"]) >= 0
+
+
+@pytest.mark.parametrize("name", REGULARIZED)
+def test_regulariser_loss_is_natural_plus_lambda_times_r(name):
+    key = jax.random.PRNGKey(0)
+    natural, _ = _loss("natural")(PARAMS, X, Y, HP, key)
+    at_zero, m0 = _loss(name)(PARAMS, X, Y, dict(HP, lam=jnp.float32(0.0)), key)
+    np.testing.assert_allclose(at_zero, natural, rtol=1e-5)
+    at_half, m = _loss(name)(PARAMS, X, Y, dict(HP, lam=jnp.float32(0.5)), key)
+    np.testing.assert_allclose(at_half, natural + 0.5 * m["regularizer"], rtol=1e-5)
+    assert float(m["regularizer"]) > 0  # eps > 0 widens the range
+
+
+def test_ibp_regulariser_bounds_the_adversarial_loss():
+    # DoubleMargin Table 1: L + R with IBP is an upper bound of the loss at any point of
+    # the ball; check at a PGD point.
+    from jaxcert.attacks import pgd
+    from jaxcert.losses import cross_entropy
+
+    hp = dict(HP, lam=jnp.float32(1.0))
+    total, _ = _loss("ibp-reg")(PARAMS, X, Y, hp, jax.random.PRNGKey(0))
+    fn = lambda z: _apply(PARAMS, z)  # noqa: E731
+    x_adv = pgd(fn, X, Y, 0.05, steps=10, key=jax.random.PRNGKey(1), clip=(0.0, 1.0))
+    assert float(total) >= float(cross_entropy(fn(x_adv), Y)) - 1e-5
+
+
+def test_penalties_add_to_any_method():
+    from jaxcert.methods.penalties import l1_norm
+
+    key = jax.random.PRNGKey(0)
+    base, _ = _loss("pgd", pgd_steps=2)(PARAMS, X, Y, HP, key)
+    both, m = _loss("pgd", pgd_steps=2, rs_weight=0.01, l1_weight=1e-3)(PARAMS, X, Y, HP, key)
+    np.testing.assert_allclose(
+        both, base + 0.01 * m["relu_stability"] + 1e-3 * l1_norm(PARAMS), rtol=1e-5
+    )
+    assert float(m["relu_stability"]) < 0 and float(m["l1"]) > 0
+
+
+def test_relu_stability_rewards_stable_neurons():
+    import jaxcert
+    from jaxcert.methods.penalties import relu_stability
+
+    def fn(x):
+        return jax.nn.relu(x)
+
+    x = jnp.array([[0.0, 2.0]])
+    # [-1, 1] gives -tanh(1 - 1) = 0; [1, 3] gives -tanh(4).
+    np.testing.assert_allclose(
+        relu_stability(fn, jaxcert.LinfBall(x, 1.0)), -np.tanh(4.0), rtol=1e-6
+    )

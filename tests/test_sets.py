@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcert import Box, L1Ball, L2Ball, LinfBall
+from jaxcert import Box, L0Ball, L1Ball, L2Ball, LinfBall
 
 KEY = jax.random.PRNGKey(0)
 
@@ -159,3 +159,104 @@ def test_sets_are_pytrees_through_jit_and_vmap():
     np.testing.assert_allclose(eager[0], jitted[0], rtol=1e-6)
     widths = jax.vmap(lambda e: LinfBall(center, e).concretize(A)[1].sum())(jnp.array([0.1, 0.2]))
     assert widths[1] > widths[0]
+
+
+# ----------------------------------------------------------------------------- L0 ball
+
+
+def _l0_brute_force(center, A, bias, k, clip):
+    """min/max of A x + b over every way of moving <= k entries to an end of clip."""
+    batch, dims = center.shape
+    lows, highs = [], []
+    for b in range(batch):
+        vals = []
+        for n in range(k + 1):
+            for entries in itertools.combinations(range(dims), n):
+                for ends in itertools.product(clip, repeat=n):
+                    x = np.array(center[b])
+                    x[list(entries)] = ends
+                    vals.append(np.asarray(A[b]) @ x + np.asarray(bias[b]))
+        vals = np.stack(vals)
+        lows.append(vals.min(0))
+        highs.append(vals.max(0))
+    return np.stack(lows), np.stack(highs)
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 5])
+def test_l0_concretize_equals_brute_force(k):
+    center, A, bias = _random_problem()
+    s = L0Ball(center, k)
+    got_lo, got_hi = s.concretize(A, bias)
+    want_lo, want_hi = _l0_brute_force(np.asarray(center), A, bias, k, (0.0, 1.0))
+    np.testing.assert_allclose(got_lo, want_lo, atol=1e-5)
+    np.testing.assert_allclose(got_hi, want_hi, atol=1e-5)
+
+
+def test_l0_samples_and_vertices_change_at_most_k_entries():
+    center, _, _ = _random_problem(batch=2, dims=6)
+    s = L0Ball(center, 2, clip=(0.0, 1.0))
+    for pts in (s.sample(KEY, 16), s.vertices(KEY, 16)):
+        changed = np.sum(np.asarray(pts) != np.asarray(center)[None], axis=-1)
+        assert changed.max() <= 2 and changed.max() >= 1
+        assert np.all((np.asarray(pts) >= 0) & (np.asarray(pts) <= 1))
+    lo, hi = s.bounding_box()
+    assert np.all(np.asarray(lo) == 0) and np.all(np.asarray(hi) == 1)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda c: L0Ball(c, -1), "k must be an int"),
+        (lambda c: L0Ball(c, 1.5), "k must be an int"),
+        (lambda c: L0Ball(c, 1, clip=None), "needs a clip"),
+        (lambda c: L0Ball(c + 2.0, 1), "inside clip"),
+    ],
+)
+def test_bad_l0_balls_raise(make, match):
+    center, _, _ = _random_problem()
+    with pytest.raises(ValueError, match=match):
+        make(center)
+
+
+def test_l0_ball_is_a_pytree_with_static_k():
+    center, A, bias = _random_problem()
+    f = jax.jit(lambda s: s.concretize(A, bias)[0])
+    np.testing.assert_allclose(f(L0Ball(center, 2)), L0Ball(center, 2).concretize(A, bias)[0])
+
+
+# ------------------------------------------------------------------------- minimizers
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda c: Box(c - 0.2, c + 0.1),
+        lambda c: LinfBall(c, 0.3, clip=(0.0, 1.0)),
+        lambda c: L2Ball(c, 0.5),
+        lambda c: L1Ball(c, 0.5),
+        lambda c: L0Ball(c, 2),
+    ],
+)
+def test_minimizer_lies_in_the_set_and_attains_the_lower_bound(make):
+    center, A, bias = _random_problem()
+    s = make(center)
+    x_star = s.minimizer(A)
+    assert x_star.shape == A.shape
+    value = jnp.einsum("bsi,bsi->bs", A, x_star) + bias
+    np.testing.assert_allclose(value, s.concretize(A, bias)[0], atol=1e-5)
+    lo, hi = s.bounding_box()
+    assert np.all(np.asarray(x_star) >= np.asarray(lo)[:, None] - 1e-6)
+    assert np.all(np.asarray(x_star) <= np.asarray(hi)[:, None] + 1e-6)
+    delta = np.asarray(x_star) - np.asarray(center)[:, None]
+    if isinstance(s, L2Ball):
+        assert np.linalg.norm(delta, axis=-1).max() <= 0.5 + 1e-5
+    if isinstance(s, L1Ball):
+        assert np.abs(delta).sum(-1).max() <= 0.5 + 1e-5
+    if isinstance(s, L0Ball):
+        assert (np.abs(delta) > 0).sum(-1).max() <= 2
+
+
+def test_minimizer_of_clipped_norm_ball_is_refused():
+    center, A, _ = _random_problem()
+    with pytest.raises(NotImplementedError, match="without clip"):
+        L2Ball(center, 0.5, clip=(0.0, 1.0)).minimizer(A)

@@ -22,7 +22,7 @@ Array = jax.Array
 Interval = tuple[Array, Array]
 Rule = Callable[[Node, Sequence[Any]], Interval]
 
-__all__ = ["RULES", "Interval", "propagate", "propagate_node"]
+__all__ = ["RULES", "Interval", "propagate", "propagate_node", "propagate_radius"]
 
 RULES: dict[str, Rule] = {}
 
@@ -37,24 +37,44 @@ def _center_radius(iv: Interval) -> tuple[Array, Array]:
     return (hi + lo) / 2, (hi - lo) / 2
 
 
-def _affine_rule(constant_radius: Callable[[Any], Any]) -> Rule:
-    """Centre through the op; radius through the op with each constant mapped by
-    ``constant_radius`` (``|w|`` for weights, 0 for offsets, itself for indices)."""
+def propagate_radius(node: Node, operands: Sequence[Any]) -> Array:
+    """The radius of an affine node's output from its operands' radii.
 
-    def rule(node: Node, operands: Sequence[Any]) -> Interval:
-        centers, radii = [], []
-        for arg, x in zip(node.args, operands, strict=True):
+    ``operands`` holds a radius (``>= 0``, shaped like the operand) for each bounded
+    argument and the constant itself otherwise. Weighted ops apply ``|weight|`` to the
+    radii, sums add them, and structural maps move them with float constants taken as
+    offsets (radius 0) and integer constants (indices) kept. Shared by IBP and the
+    margin domains (:mod:`jaxcert.domains.margins`), which centre the same radii at the
+    nominal activations instead of the interval midpoints.
+    """
+    if node.op in _SUMS:
+        radius: Array | float = 0.0
+        for arg, r in zip(node.args, operands, strict=True):
             if isinstance(arg, Ref):
-                c, r = _center_radius(x)
-                centers.append(c)
-                radii.append(r)
-            else:
-                centers.append(x)
-                radii.append(constant_radius(x))
-        c, r = node.apply(*centers), node.apply(*radii)
-        return c - r, c + r
+                radius = radius + r
+        return jnp.broadcast_to(radius, node.shape).astype(node.dtype)
+    constant_radius = jnp.abs if node.op in _WEIGHTED else _offset_radius
+    return node.apply(
+        *(
+            r if isinstance(arg, Ref) else constant_radius(r)
+            for arg, r in zip(node.args, operands, strict=True)
+        )
+    )
 
-    return rule
+
+def _affine_rule(node: Node, operands: Sequence[Any]) -> Interval:
+    """Centre through the op, radius through :func:`propagate_radius`."""
+    centers, radii = [], []
+    for arg, x in zip(node.args, operands, strict=True):
+        if isinstance(arg, Ref):
+            c, r = _center_radius(x)
+            centers.append(c)
+            radii.append(r)
+        else:
+            centers.append(x)
+            radii.append(x)
+    c, r = node.apply(*centers), propagate_radius(node, radii)
+    return c - r, c + r
 
 
 def _offset_radius(x: Any) -> Any:
@@ -63,32 +83,8 @@ def _offset_radius(x: Any) -> Any:
     return jnp.zeros_like(x) if jnp.issubdtype(jnp.result_type(x), jnp.floating) else x
 
 
-_weighted_rule = _affine_rule(jnp.abs)
-_structural_rule = _affine_rule(_offset_radius)
-
-
-def _sum_rule(node: Node, operands: Sequence[Any]) -> Interval:
-    centers = []
-    radius: Array | float = 0.0
-    for arg, x in zip(node.args, operands, strict=True):
-        if isinstance(arg, Ref):
-            c, r = _center_radius(x)
-            centers.append(c)
-            radius = radius + r
-        else:
-            centers.append(x)
-    c = node.apply(*centers)
-    r = jnp.broadcast_to(radius, c.shape)
-    return c - r, c + r
-
-
 for _name in LINEAR_PRIMITIVES:
-    if _name in _WEIGHTED:
-        RULES[_name] = _weighted_rule
-    elif _name in _SUMS:
-        RULES[_name] = _sum_rule
-    else:
-        RULES[_name] = _structural_rule
+    RULES[_name] = _affine_rule
 
 
 def _monotone_rule(node: Node, operands: Sequence[Any]) -> Interval:

@@ -42,6 +42,8 @@ __all__ = [
     "backward",
     "lower_bound",
     "crown_intervals",
+    "identity_bounds",
+    "backward_coefficients",
     "default_chunk_size",
     "preactivation_nodes",
 ]
@@ -146,6 +148,43 @@ def _concretize_interval(A: Array, iv: Interval) -> Array:
     return _sum_rest(A * center[:, None]) - _sum_rest(jnp.abs(A) * radius[:, None])
 
 
+def backward_coefficients(
+    ctx: Context,
+    target: int,
+    A: Array,
+    stop: Collection[int] = (),
+    keep: Collection[int] = (),
+) -> tuple[Array | None, Array, dict[int, Array]]:
+    """:func:`backward`, also returning ``A`` as it reached each node in ``keep``.
+
+    The coefficients at an activation node say which relaxation line the bound uses
+    there (lower line where positive, upper where negative): the tightness
+    regularisers (:mod:`jaxcert.tightness`) read them.
+    """
+    graph = ctx.graph
+    pending: dict[int, Array] = {target: A}
+    kept: dict[int, Array] = {}
+    bias = jnp.zeros(A.shape[:2], A.dtype)
+    for node in reversed(graph.nodes[1 : target + 1]):
+        A_node = pending.pop(node.index, None)
+        if A_node is None:
+            continue
+        if node.index in keep:
+            kept[node.index] = A_node
+        if node.index in stop:
+            bias = bias + _concretize_interval(A_node, ctx.intervals[node.index])
+            continue
+        rule = RULES.get(node.op)
+        if rule is None:
+            raise UnsupportedOperation(node.op, node.source, "no linear (CROWN) rule")
+        contributions, node_bias = rule(node, A_node, ctx)
+        if node_bias is not None:
+            bias = bias + node_bias
+        for index, A_in in contributions:
+            pending[index] = pending[index] + A_in if index in pending else A_in
+    return pending.get(0), bias, kept
+
+
 def backward(
     ctx: Context, target: int, A: Array, stop: Collection[int] = ()
 ) -> tuple[Array | None, Array]:
@@ -162,25 +201,8 @@ def backward(
       ``(A_in, bias)``: ``A . y_target >= A_in . x + bias`` for all inputs of the set;
       ``A_in`` is None when the input is not reached.
     """
-    graph = ctx.graph
-    pending: dict[int, Array] = {target: A}
-    bias = jnp.zeros(A.shape[:2], A.dtype)
-    for node in reversed(graph.nodes[1 : target + 1]):
-        A_node = pending.pop(node.index, None)
-        if A_node is None:
-            continue
-        if node.index in stop:
-            bias = bias + _concretize_interval(A_node, ctx.intervals[node.index])
-            continue
-        rule = RULES.get(node.op)
-        if rule is None:
-            raise UnsupportedOperation(node.op, node.source, "no linear (CROWN) rule")
-        contributions, node_bias = rule(node, A_node, ctx)
-        if node_bias is not None:
-            bias = bias + node_bias
-        for index, A_in in contributions:
-            pending[index] = pending[index] + A_in if index in pending else A_in
-    return pending.get(0), bias
+    A_in, bias, _ = backward_coefficients(ctx, target, A, stop)
+    return A_in, bias
 
 
 def lower_bound(
@@ -212,7 +234,7 @@ def default_chunk_size(graph: Graph, budget: int = 1 << 26) -> int:
 _MAX_UNROLLED_CHUNKS = 8
 
 
-def _identity_bounds(ctx: Context, input_set: InputSet, index: int, chunk_size: int) -> Interval:
+def identity_bounds(ctx: Context, input_set: InputSet, index: int, chunk_size: int) -> Interval:
     """Bounds of every neuron of node ``index`` by backward passes, ``chunk_size`` at a time.
 
     The identity specification is never built whole: each chunk of neurons gets its
@@ -269,7 +291,7 @@ def crown_intervals(
     for node in graph.nodes[1:]:
         iv = interval.propagate_node(node, intervals)
         if node.index in targets:
-            lo, hi = _identity_bounds(ctx, input_set, node.index, chunk)
+            lo, hi = identity_bounds(ctx, input_set, node.index, chunk)
             if intersect_ibp:
                 lo, hi = jnp.maximum(lo, iv[0]), jnp.minimum(hi, iv[1])
             iv = (lo, hi)

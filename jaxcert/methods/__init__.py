@@ -50,11 +50,20 @@ def make_loss(name: str, apply_fn: Callable[..., Array], num_classes: int, confi
       apply_fn: ``apply_fn(params, x) -> logits`` of the model.
       num_classes: number of classes.
       config: the method's config section (``ml_collections.ConfigDict`` or mapping).
+        ``rs_weight`` / ``l1_weight`` > 0 add the ReLU-stability / L1 penalties of
+        :mod:`jaxcert.methods.penalties` to any method.
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown method {name!r}; available: {available()}")
-    return _REGISTRY[name](apply_fn, num_classes, config)
+    loss_fn = _REGISTRY[name](apply_fn, num_classes, config)
+    rs_weight = float(config_value(config, "rs_weight", 0.0))
+    l1_weight = float(config_value(config, "l1_weight", 0.0))
+    if rs_weight > 0 or l1_weight > 0:
+        from jaxcert.methods.penalties import with_penalties
+
+        loss_fn = with_penalties(loss_fn, apply_fn, config, rs_weight, l1_weight)
+    return loss_fn
 
 
 # Register the built-in methods.
-from jaxcert.methods import adversarial, certified, natural  # noqa: E402, F401
+from jaxcert.methods import adversarial, certified, natural, regularized  # noqa: E402, F401

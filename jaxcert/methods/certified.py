@@ -16,6 +16,11 @@ the differentiated conditional ~3.5x slower.)
 Registered methods: ``ibp``, ``crown-ibp``, ``crown-ibp-opt`` (the thesis' "OURS":
 one signed step on the lower slopes, ``beta`` 1 by default), ``cap-ibp``, and, for
 small networks, ``crown`` and ``fastlin``.
+
+``crown-ibp-tight``, ``crown-tight`` and ``fastlin-tight`` add the tightness
+regularisers of ``001_…`` (Eq. 4, :mod:`jaxcert.tightness`) to the same objective:
+``+ tight_d * mean_b sum_t d + tight_r * mean_b sum_t r`` (config keys ``tight_d``,
+``tight_r``), computed where the linear bound is.
 """
 
 from __future__ import annotations
@@ -29,12 +34,18 @@ from jaxcert.losses import accuracy, cross_entropy, robust_cross_entropy, verifi
 from jaxcert.methods import config_value, register
 from jaxcert.sets import LinfBall
 from jaxcert.specs import margin_spec
+from jaxcert.tightness import tightness
 
 
 def make_certified(bound_method: str):
     """A method maker for the mixed objective with ``bound_method`` as ``m_method``."""
 
+    tight = bound_method.endswith("-tight")
+    base_method = bound_method.removesuffix("-tight")
+
     def maker(apply_fn, num_classes: int, config: Any):
+        tight_d = float(config_value(config, "tight_d", 0.0))
+        tight_r = float(config_value(config, "tight_r", 0.0))
         clip = (
             float(config_value(config, "clip_min", 0.0)),
             float(config_value(config, "clip_max", 1.0)),
@@ -56,16 +67,29 @@ def make_certified(bound_method: str):
             s = LinfBall(x, eps, clip=clip)
             spec = margin_spec(y, num_classes)
             m_ibp = margins(fn, s, spec, "ibp", rng)
+            extra = {}
             if bound_method == "ibp" or hparams.get("use_linear", True) is False:
                 m = m_ibp
+                penalty = 0.0
+            elif tight:
+                t = tightness(fn, s, spec, base_method)
+                beta = hparams["beta"]
+                m = (1 - beta) * m_ibp + beta * t.lower
+                extra = {
+                    "tight_d": jnp.mean(jnp.sum(t.d, -1)),
+                    "tight_r": jnp.mean(jnp.sum(t.r, -1)),
+                }
+                penalty = tight_d * extra["tight_d"] + tight_r * extra["tight_r"]
             else:
                 beta = hparams["beta"]
                 m = (1 - beta) * m_ibp + beta * margins(fn, s, spec, bound_method, rng)
+                penalty = 0.0
             logits = fn(x)
             natural = cross_entropy(logits, y)
             robust = robust_cross_entropy(m, y, num_classes)
-            loss = kappa * natural + (1 - kappa) * robust
+            loss = kappa * natural + (1 - kappa) * robust + penalty
             metrics = {
+                **extra,
                 "loss": loss,
                 "natural_loss": natural,
                 "robust_loss": robust,
@@ -79,5 +103,15 @@ def make_certified(bound_method: str):
     return maker
 
 
-for _name in ("ibp", "crown-ibp", "crown-ibp-opt", "cap-ibp", "crown", "fastlin"):
+for _name in (
+    "ibp",
+    "crown-ibp",
+    "crown-ibp-opt",
+    "cap-ibp",
+    "crown",
+    "fastlin",
+    "crown-ibp-tight",
+    "crown-tight",
+    "fastlin-tight",
+):
     register(_name)(make_certified(_name))

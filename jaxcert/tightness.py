@@ -1,0 +1,154 @@
+"""Tightness indicators of linear relaxation bounds ("Improved Training of Certifiably
+Robust Models", ``001_…`` Eq. 2-4 and Proposition 1).
+
+A CROWN-family lower bound ``p*_C`` of a margin ``c_t . f`` is the minimum of a linear
+function ``A_in . x + bias`` over the input set, attained at ``x*`` (the relaxed
+problem's optimal input perturbation, :meth:`jaxcert.sets.InputSet.minimizer`).
+Passing ``x*`` through the real network gives two indicators of how loose the bound is:
+
+* ``d = c_t . f(x*) - p*_C >= 0``: the real margin at ``x*`` minus the bound (a real
+  value above a lower bound, so never negative; 0 when no neuron is unstable, where
+  the bound is exact);
+* ``r``: over the unstable ReLUs, the distance of the real pre-activation at ``x*``
+  from the points where the relaxation line the bound used touches the ReLU. With the
+  lower line (the backward coefficient is positive) of slope ``a``: the kink ``0`` for
+  ``0 < a < 1`` (Fast-Lin), the half-line ``z <= 0`` for ``a = 0`` and ``z >= 0`` for
+  ``a = 1`` (CROWN); with the upper line (negative coefficient): the ends ``l`` and
+  ``u``. ``r = 0`` at every neuron means the bound is attained (Proposition 1). The
+  paper's Eq. 3 is lost from our copy; we sum absolute distances.
+
+``x*`` is treated as a constant (``stop_gradient``), as the paper computes it first and
+then evaluates the network there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from jaxcert.domains import interval, linear
+from jaxcert.domains.margins import forward_values
+from jaxcert.graph import trace
+from jaxcert.relaxations import relu_relaxation
+from jaxcert.sets import InputSet
+
+Array = jax.Array
+
+__all__ = ["Tightness", "tightness", "TIGHTNESS_METHODS"]
+
+# Bound method -> lower ReLU slope of its final backward pass.
+_SLOPES = {"crown-ibp": "adaptive", "crown": "adaptive", "fastlin": "fastlin"}
+TIGHTNESS_METHODS = tuple(_SLOPES)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Tightness:
+    """Per example and specification row, each ``(batch, n_spec)``.
+
+    Attributes:
+      lower: the sound lower bound ``p*_C`` (what :func:`jaxcert.bound` returns).
+      d: ``c_t . f(x*) - p*_C`` (>= 0).
+      r: summed distance of the unstable pre-activations at ``x*`` from the tight
+        points of the relaxation lines used (>= 0).
+    """
+
+    lower: Array
+    d: Array
+    r: Array
+
+
+def _distance_to_tight_set(
+    pre: Array, lo: Array, hi: Array, lower_slope: Array, k: Array | float
+) -> tuple[Array, Array]:
+    """Distances from the lower line's and the upper line's tight points."""
+    on_lower = jnp.where(
+        lower_slope >= 1,
+        jax.nn.relu(-pre),
+        jnp.where(lower_slope <= k, jax.nn.relu(pre), jnp.abs(pre)),
+    )
+    on_upper = jnp.minimum(jnp.abs(pre - lo), jnp.abs(pre - hi))
+    return on_lower, on_upper
+
+
+def tightness(
+    fn: Callable[[Array], Array],
+    input_set: InputSet,
+    spec: Array,
+    method: str = "crown-ibp",
+    *,
+    chunk_size: int | None = None,
+) -> Tightness:
+    """The lower bound of ``spec @ fn`` and its tightness indicators ``d`` and ``r``.
+
+    Args:
+      fn: the network, ``(batch, *x) -> (batch, n_out)``.
+      input_set: an input set with a :meth:`~jaxcert.sets.InputSet.minimizer`
+        (Box, LinfBall, L2/L1 balls without clip, L0Ball).
+      spec: ``(batch, n_spec, n_out)``, e.g. :func:`jaxcert.margin_spec`.
+      method: ``"crown-ibp"`` (IBP intermediate bounds), ``"crown"`` or ``"fastlin"``.
+      chunk_size: neurons per pass for the intermediate bounds of crown/fastlin.
+
+    Example:
+      >>> fn = lambda x: jax.nn.relu(x) @ jnp.array([[1.0], [1.0]])
+      >>> s = jaxcert.LinfBall(jnp.array([[0.0, 1.0]]), 0.5)
+      >>> t = tightness(fn, s, jnp.ones((1, 1, 1)), "fastlin")
+      >>> float(t.lower[0, 0]), float(t.d[0, 0]), float(t.r[0, 0])  # x* = (-0.5, 0.5)
+      (0.25, 0.25, 0.5)
+    """
+    if method not in _SLOPES:
+        raise ValueError(f"unknown method {method!r}; expected one of {TIGHTNESS_METHODS}")
+    rule = _SLOPES[method]
+    dtype = jnp.result_type(input_set.bounding_box()[0])
+    graph = trace(fn, input_set.shape, dtype)
+    chooser = linear.slope_chooser(rule)
+    if method == "crown-ibp":
+        intervals = interval.propagate(graph, *input_set.bounding_box())
+    else:
+        intervals = linear.crown_intervals(graph, input_set, chooser, chunk_size=chunk_size)
+    out_shape = graph.nodes[graph.output].shape
+    spec = jnp.asarray(spec, dtype)
+    if (
+        spec.ndim != 3
+        or spec.shape[0] != out_shape[0]
+        or spec.shape[2] != jnp.size(jnp.zeros(out_shape[1:]))
+    ):
+        raise ValueError(
+            f"spec must have shape (batch, n_spec, n_out) = ({out_shape[0]}, n_spec, "
+            f"{int(jnp.size(jnp.zeros(out_shape[1:])))}), got {spec.shape}"
+        )
+    A = spec.reshape(spec.shape[:2] + out_shape[1:])
+    relus = linear.relu_nodes(graph)
+    ctx = linear.Context(graph, intervals, chooser)
+    A_in, bias, kept = linear.backward_coefficients(
+        ctx, graph.output, A, keep={n.index for n in relus}
+    )
+    if A_in is None:  # the output does not depend on the input
+        zeros = jnp.zeros_like(bias)
+        return Tightness(bias, zeros, zeros)
+    lower = input_set.concretize(A_in, bias)[0]
+    x_star = jax.lax.stop_gradient(input_set.minimizer(A_in))  # (batch, n_spec, *x)
+    values = jax.vmap(lambda x: forward_values(graph, x), in_axes=1, out_axes=1)(x_star)
+    out = values[graph.output].reshape(spec.shape)
+    d = jnp.einsum("bto,bto->bt", spec, out) - lower
+
+    r = jnp.zeros_like(d)
+    for node in relus:
+        if node.index not in kept:
+            continue
+        coeff = kept[node.index]  # (batch, n_spec, *shape[1:])
+        lo, hi = intervals[node.inputs[0]]
+        k = node.params.get("slope", 0.0)
+        relax = relu_relaxation(lo, hi, rule, k)
+        pre = values[node.inputs[0]]
+        on_lower, on_upper = _distance_to_tight_set(
+            pre, lo[:, None], hi[:, None], relax.lower_slope[:, None], k
+        )
+        unstable = ((lo < 0) & (hi > 0))[:, None]
+        dist = jnp.where(coeff > 0, on_lower, 0) + jnp.where(coeff < 0, on_upper, 0)
+        dist = jnp.where(unstable, dist, 0)
+        r = r + jnp.sum(dist.reshape(dist.shape[:2] + (-1,)), axis=-1)
+    return Tightness(lower, d, r)

@@ -1,0 +1,251 @@
+"""Margin domains (SingleProp, DoubleMargin): hand examples and their stated properties.
+
+These are approximations, so the tests check what the papers claim of them, not
+soundness: exact values on hand-computed cases, equality with the sound verifiers
+where the derivations are exact, the over-approximation of Fast-Lin's half-gap, and
+DoubleMargin's ``v = 0`` on locally linear networks.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxcert
+from jaxcert.diagnostics import approximation_error
+from jaxcert.domains.margins import MARGIN_METHODS, margins
+
+# y = relu(x0) - relu(x1) at x = (0.05, 1.0), eps = 0.1: the first ReLU is unstable.
+X = jnp.array([[0.05, 1.0]])
+W = jnp.array([[1.0], [-1.0]])
+
+
+def tiny(x):
+    return jax.nn.relu(x) @ W
+
+
+# Hand computation (gamma = 0.1). Nominal output 0.05 - 1 = -0.95.
+#  singleprop-zero: unstable ReLU -> (z + r)/2 = 0.075; stable -> 0.1; sum 0.175.
+#  singleprop-fastlin: 3r/4 + z/2 - z^2/(4r) = 0.075 + 0.025 - 0.00625 = 0.09375; +0.1.
+#  double-margin: s = 0.175; v = r^2/2 |relu(z+g) - 2relu(z) + relu(z-g)|/g^2
+#                 = 0.005 * |0.15 - 0.1 + 0| / 0.01 = 0.025 on the first ReLU, 0 on the
+#                 second (|z| > gamma): range -0.95 -/+ 0.2.
+#  ibp+v: IBP output [-1.1, -0.75] widened by v = 0.025.
+HAND = {
+    "singleprop-zero": (-1.125, -0.775),
+    "singleprop-fastlin": (-0.95 - 0.19375, -0.95 + 0.19375),
+    # CROWN's adaptive lower slope is 1 here (u > -l): a_U = 0.75, b_U = 0.0375, so
+    # Eq. 6 gives 1.75/2 * 0.1 + 0.0375/2 - 0.25/2 * 0.05 = 0.1; plus 0.1.
+    "singleprop-crown": (-1.15, -0.75),
+    "double-margin": (-1.15, -0.75),
+    "double-margin-s": (-1.125, -0.775),
+    "ibp+v": (-1.125, -0.725),
+}
+
+
+@pytest.mark.parametrize("method", MARGIN_METHODS)
+def test_hand_computed_example(method):
+    m = margins(tiny, jaxcert.LinfBall(X, 0.1), method, gamma=0.1)
+    np.testing.assert_allclose(m.nominal, [[-0.95]], atol=1e-6)
+    np.testing.assert_allclose(m.lower, [[HAND[method][0]]], atol=1e-6)
+    np.testing.assert_allclose(m.upper, [[HAND[method][1]]], atol=1e-6)
+
+
+def random_mlp(seed, sizes=(8, 30, 30, 5), nonnegative=False, bias_scale=0.3):
+    keys = jax.random.split(jax.random.PRNGKey(seed), 2 * len(sizes))
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        w = jax.random.normal(keys[2 * i], (a, b)) / np.sqrt(a)
+        bias = jax.random.normal(keys[2 * i + 1], (b,)) * bias_scale
+        layers.append((jnp.abs(w) if nonnegative else w, bias))
+
+    def fn(x):
+        for i, (w, bias) in enumerate(layers):
+            x = x @ w + bias
+            if i < len(layers) - 1:
+                x = jax.nn.relu(x)
+        return x
+
+    return fn
+
+
+def _half_gaps(fn, s, verifier, method):
+    # Pure Fast-Lin: no intersection with IBP, which the derivation does not model.
+    b = jaxcert.bound(fn, s, verifier, return_intermediate=True, intersect_ibp=False)
+    m = margins(fn, s, method, return_intermediate=True)
+    out = {}
+    for name, ref in b.intermediate.items():
+        lo, hi = m.intermediate[name]
+        out[name] = ((hi - lo) / 2, (ref.upper - ref.lower) / 2)
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("eps", [0.01, 0.1])
+def test_singleprop_fastlin_over_approximates_fastlin_half_gap(seed, eps):
+    # Eq. 6 step (ii) bounds ||A B||_1 by |A| ||B||_1: v >= Fast-Lin's half-gap, with
+    # equality on the first layer (exact) -- up to the midpoint assumption.
+    fn = random_mlp(seed)
+    x = jax.random.normal(jax.random.PRNGKey(10 + seed), (6, 8))
+    gaps = _half_gaps(fn, jaxcert.LinfBall(x, eps), "fastlin", "singleprop-fastlin")
+    first, *rest = gaps.values()
+    np.testing.assert_allclose(first[0], first[1], rtol=1e-5, atol=1e-6)
+    for v, h in rest:
+        assert np.all(np.asarray(v) >= np.asarray(h) - 1e-5)
+
+
+def test_singleprop_fastlin_equals_fastlin_without_cancellation():
+    # Non-negative weights: no sign cancellation, so Eq. 6 is exact through the second
+    # layer (where Fast-Lin's midpoints are still the nominal values).
+    fn = random_mlp(3, nonnegative=True, bias_scale=1.0)
+    x = jax.random.normal(jax.random.PRNGKey(4), (6, 8)) - 0.3
+    s = jaxcert.LinfBall(x, 0.05)
+    gaps = _half_gaps(fn, s, "fastlin", "singleprop-fastlin")
+    for v, h in gaps.values():
+        np.testing.assert_allclose(v, h, rtol=1e-5, atol=1e-6)
+    # ... and some neurons are unstable, so this is not the trivial case.
+    b = jaxcert.bound(fn, s, "fastlin", return_intermediate=True)
+    unstable = [np.mean((iv.lower < 0) & (iv.upper > 0)) for iv in b.intermediate.values()]
+    assert max(unstable) > 0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_singleprop_zero_equals_ibp_half_gap_and_metric2_is_small(seed):
+    # SingleProp-Zero's ReLU rule is IBP's half-gap recursion centred at z; with a
+    # small eps IBP's midpoints stay near z (SingleProp's metric 2, Sec. 4.1).
+    fn = random_mlp(seed)
+    x = jax.random.normal(jax.random.PRNGKey(20 + seed), (6, 8))
+    s = jaxcert.LinfBall(x, 0.01)
+    err = approximation_error(fn, s, reference="ibp", margin_method="singleprop-zero")
+    assert float(err["metric2"]) < 0.02
+    assert float(err["half_gap_error"]) < 1e-3
+
+
+def test_all_stable_network_matches_ibp_and_fastlin_exactly():
+    fn = random_mlp(5, bias_scale=5.0)  # big biases: every neuron stable at small eps
+    x = jax.random.normal(jax.random.PRNGKey(6), (4, 8))
+    s = jaxcert.LinfBall(x, 0.001)
+    b = jaxcert.bound(fn, s, "ibp", return_intermediate=True)
+    assert all(np.all((iv.lower > 0) | (iv.upper < 0)) for iv in b.intermediate.values()), (
+        "test premise: every neuron stable"
+    )
+    for method in ("singleprop-zero", "singleprop-fastlin", "double-margin-s"):
+        m = margins(fn, s, method)
+        np.testing.assert_allclose(m.lower, b.lower, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(m.upper, b.upper, rtol=1e-5, atol=1e-5)
+    # Fast-Lin is exact here, so its midpoints are the nominal values (metric 1 = 0);
+    # its half-gaps are smaller than IBP's (sign cancellation), which SingleProp, like
+    # IBP, does not see.
+    err = approximation_error(fn, s, reference="fastlin")
+    assert float(err["metric1"]) < 1e-5 and float(err["half_gap_error"]) > 0.1
+    err = approximation_error(fn, s, reference="ibp", margin_method="singleprop-zero")
+    assert float(err["half_gap_error"]) < 1e-4
+
+
+def test_double_margin_v_vanishes_on_locally_linear_networks():
+    # Every pre-activation farther than gamma from the kink: ReLU is linear there, all
+    # finite differences vanish, so v = 0 and DoubleMargin = s only.
+    fn = random_mlp(7, bias_scale=5.0)
+    x = jax.random.normal(jax.random.PRNGKey(8), (4, 8))
+    s = jaxcert.LinfBall(x, 0.001)
+    full = margins(fn, s, "double-margin", gamma=0.01)
+    s_only = margins(fn, s, "double-margin-s")
+    np.testing.assert_array_equal(full.lower, s_only.lower)
+    np.testing.assert_array_equal(full.upper, s_only.upper)
+
+
+def test_double_margin_v_is_positive_near_kinks_and_grows_with_eps():
+    fn = random_mlp(9)
+    x = jax.random.normal(jax.random.PRNGKey(9), (4, 8))
+    widths = []
+    for eps in (0.02, 0.05, 0.1):
+        s = jaxcert.LinfBall(x, eps)
+        full, s_only = margins(fn, s, "double-margin"), margins(fn, s, "double-margin-s")
+        v = (full.upper - full.lower) / 2 - (s_only.upper - s_only.lower) / 2
+        assert np.all(np.asarray(v) >= 0)
+        widths.append(float(jnp.sum(v)))
+    assert 0 < widths[0] < widths[1] < widths[2]
+
+
+def test_ibp_plus_v_contains_ibp():
+    fn = random_mlp(11)
+    x = jax.random.normal(jax.random.PRNGKey(11), (4, 8))
+    s = jaxcert.LinfBall(x, 0.05)
+    b = jaxcert.bound(fn, s, "ibp")
+    m = margins(fn, s, "ibp+v")
+    assert np.all(np.asarray(m.lower) <= np.asarray(b.lower))
+    assert np.all(np.asarray(m.upper) >= np.asarray(b.upper))
+    assert np.any(np.asarray(m.lower) < np.asarray(b.lower))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda x: jaxcert.L2Ball(x, 0.3),
+        lambda x: jaxcert.L1Ball(x, 0.3),
+        lambda x: jaxcert.L0Ball(x, 2),
+    ],
+)
+def test_first_layer_margin_is_exact_half_range_for_other_norms(make):
+    fn = random_mlp(12)
+    x = jax.random.uniform(jax.random.PRNGKey(12), (3, 8))
+    s = make(x)
+    m = margins(fn, s, "double-margin", return_intermediate=True)
+    lo, hi = m.intermediate["relu_0"]
+    ref = jaxcert.bound(fn, s, "crown", return_intermediate=True).intermediate["relu_0"]
+    np.testing.assert_allclose((hi - lo) / 2, (ref.upper - ref.lower) / 2, rtol=1e-5, atol=1e-6)
+    # Centred at the nominal pre-activation, not the interval's midpoint.
+    z = x @ jax.random.normal(jax.random.split(jax.random.PRNGKey(12), 6)[0], (8, 30))
+    assert z.shape == lo.shape
+
+
+def test_margins_compose_with_jit_and_grad():
+    fn = random_mlp(13)
+    x = jax.random.normal(jax.random.PRNGKey(13), (4, 8))
+
+    def width(scale):
+        m = margins(lambda z: scale * fn(z), jaxcert.LinfBall(x, 0.05), "double-margin")
+        return jnp.sum(m.upper - m.lower)
+
+    eager = width(2.0)
+    np.testing.assert_allclose(jax.jit(width)(2.0), eager, rtol=1e-6)
+    g = jax.grad(width)(2.0)
+    np.testing.assert_allclose(g, eager / 2.0, rtol=1e-5)  # width is linear in scale
+
+
+def test_margins_on_a_cnn_with_max_pool_and_sigmoid():
+    k = jax.random.split(jax.random.PRNGKey(14), 3)
+    w = jax.random.normal(k[0], (3, 3, 1, 4)) * 0.3
+    dense = jax.random.normal(k[1], (36, 3)) * 0.3
+
+    def cnn(x):
+        h = jax.lax.conv_general_dilated(
+            x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        h = jax.nn.relu(h)
+        h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+        h = jax.nn.sigmoid(h)
+        return h.reshape(h.shape[0], -1) @ dense
+
+    x = jax.random.uniform(k[2], (2, 6, 6, 1))
+    s = jaxcert.LinfBall(x, 0.02)
+    ibp = jaxcert.bound(cnn, s, "ibp")
+    for method in MARGIN_METHODS:
+        m = margins(cnn, s, method)
+        np.testing.assert_allclose(m.nominal, cnn(x), rtol=1e-5, atol=1e-6)
+        assert np.all(np.isfinite(np.asarray(m.lower))) and np.all(m.upper >= m.lower)
+        # Same order of magnitude as IBP's widths: a sanity check on every rule.
+        ratio = jnp.sum(m.upper - m.lower) / jnp.sum(ibp.upper - ibp.lower)
+        assert 0.3 < float(ratio) < 3.0, (method, float(ratio))
+
+
+def test_bad_arguments():
+    s = jaxcert.LinfBall(X, 0.1)
+    with pytest.raises(ValueError, match="unknown margin method"):
+        margins(tiny, s, "ibp")
+    with pytest.raises(ValueError, match="gamma"):
+        margins(tiny, s, "double-margin", gamma=0.0)
+    with pytest.raises(jaxcert.UnsupportedOperation, match="sin"):
+        margins(lambda x: jnp.sin(x), s)

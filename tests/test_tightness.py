@@ -1,0 +1,90 @@
+"""Tightness indicators d and r of linear relaxation bounds (001_… Eq. 2-4)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_margins import random_mlp
+
+import jaxcert
+from jaxcert.tightness import TIGHTNESS_METHODS, tightness
+
+
+def _case(seed, batch=5):
+    fn = random_mlp(seed)
+    x = jax.random.uniform(jax.random.PRNGKey(100 + seed), (batch, 8))
+    y = jnp.arange(batch) % 5
+    return fn, x, jaxcert.margin_spec(y, 5)
+
+
+@pytest.mark.parametrize("method", TIGHTNESS_METHODS)
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda x: jaxcert.LinfBall(x, 0.1, clip=(0.0, 1.0)),
+        lambda x: jaxcert.L2Ball(x, 0.5),
+        lambda x: jaxcert.L1Ball(x, 1.0),
+        lambda x: jaxcert.L0Ball(x, 2),
+    ],
+)
+def test_d_is_nonnegative_and_lower_is_the_bound(method, make):
+    fn, x, spec = _case(0)
+    s = make(x)
+    t = tightness(fn, s, spec, method)
+    assert np.all(np.asarray(t.d) >= -1e-5)
+    assert np.all(np.asarray(t.r) >= 0)
+    np.testing.assert_allclose(
+        t.lower, jaxcert.bound(fn, s, method, spec=spec).lower, rtol=1e-5, atol=1e-5
+    )
+    assert float(jnp.sum(t.d)) > 0  # random networks at this eps are not tight
+
+
+@pytest.mark.parametrize("method", TIGHTNESS_METHODS)
+def test_d_and_r_vanish_without_unstable_neurons(method):
+    fn = random_mlp(3, bias_scale=5.0)
+    x = jax.random.uniform(jax.random.PRNGKey(3), (4, 8))
+    s = jaxcert.LinfBall(x, 1e-3)
+    b = jaxcert.bound(fn, s, "ibp", return_intermediate=True)
+    assert all(np.all((iv.lower > 0) | (iv.upper < 0)) for iv in b.intermediate.values())
+    t = tightness(fn, s, jaxcert.margin_spec(jnp.arange(4) % 5, 5), method)
+    np.testing.assert_allclose(t.d, 0, atol=1e-4)
+    np.testing.assert_array_equal(t.r, 0)
+
+
+def test_r_is_zero_at_the_tight_points():
+    # relu(x0) + x1 with x0 in [-0.5, 0.4]: unstable, CROWN's lower slope is 0 and x* has
+    # x0 <= 0, on the line's tight half-line; the upper bound's chord is tight at x0 = u.
+    fn = lambda x: jax.nn.relu(x[:, :1]) + x[:, 1:]  # noqa: E731
+    s = jaxcert.Box(jnp.array([[-0.5, 1.0]]), jnp.array([[0.4, 2.0]]))
+    lower_row, upper_row = jnp.ones((1, 1, 1)), -jnp.ones((1, 1, 1))
+    for spec in (lower_row, upper_row):
+        t = tightness(fn, s, spec, "crown")
+        np.testing.assert_allclose(t.r, 0, atol=1e-6)
+        np.testing.assert_allclose(t.d, 0, atol=1e-6)
+    # Fast-Lin's lower line (slope 4/9) touches only at 0, and x* has x0 = -0.5.
+    t = tightness(fn, s, lower_row, "fastlin")
+    np.testing.assert_allclose(t.r, 0.5, rtol=1e-6)
+    np.testing.assert_allclose(t.d, 4 / 9 * 0.5, rtol=1e-5)
+
+
+def test_tightness_is_differentiable_and_jittable():
+    fn, x, spec = _case(1)
+
+    def total(scale):
+        t = tightness(lambda z: scale * fn(z), jaxcert.LinfBall(x, 0.1), spec)
+        return jnp.sum(t.d + t.r)
+
+    np.testing.assert_allclose(jax.jit(total)(1.5), total(1.5), rtol=1e-5)
+    assert np.isfinite(float(jax.grad(total)(1.5)))
+
+
+def test_bad_arguments():
+    fn, x, spec = _case(2)
+    with pytest.raises(ValueError, match="unknown method"):
+        tightness(fn, jaxcert.LinfBall(x, 0.1), spec, "ibp")
+    with pytest.raises(ValueError, match="spec must have shape"):
+        tightness(fn, jaxcert.LinfBall(x, 0.1), spec[:, :, :3])
+    with pytest.raises(NotImplementedError, match="without clip"):
+        tightness(fn, jaxcert.L2Ball(x, 0.1, clip=(0.0, 1.0)), spec)
