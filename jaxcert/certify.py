@@ -27,7 +27,7 @@ from jaxcert.specs import margin_spec
 
 Array = jax.Array
 
-__all__ = ["evaluate", "certify", "write_report"]
+__all__ = ["evaluate", "certify", "write_report", "union_report"]
 
 
 def _batched(fn: Callable[..., Array], x: np.ndarray, y: np.ndarray, batch_size: int) -> np.ndarray:
@@ -60,7 +60,8 @@ def evaluate(
     opt_steps: int = 20,
     clip: tuple[float, float] = (0.0, 1.0),
     seed: int = 0,
-) -> dict[str, Any]:
+    return_masks: bool = False,
+) -> dict[str, Any] | tuple[dict[str, Any], dict[str, Any]]:
     """Clean / PGD / verified errors of ``apply_fn(params, .)`` on ``(x, y)``.
 
     Args:
@@ -68,6 +69,8 @@ def evaluate(
       eps: the Linf radius of the headline errors.
       verifiers: sound methods of :func:`jaxcert.bound`.
       eps_grid: radii for the certified-accuracy curve.
+      return_masks: also return the per-example best-of verified masks
+        (``{"best": (n,), "grid": [(n,) per eps]}``), e.g. for :func:`union_report`.
 
     Returns:
       A JSON-able report: ``clean_error``, ``pgd_error``, ``verified_error`` (per
@@ -115,13 +118,15 @@ def evaluate(
         best = np.logical_or.reduce(list(per_verifier.values()))
         curve: dict[str, list[float]] = {m: [] for m in verifiers}
         curve["best"] = []
+        grid_best = []
         for radius in eps_grid:
             masks = {m: verified_at(m, float(radius)) for m in verifiers}
             for m, mask in masks.items():
                 curve[m].append(float(mask.mean()))
-            curve["best"].append(float(np.logical_or.reduce(list(masks.values())).mean()))
+            grid_best.append(np.logical_or.reduce(list(masks.values())))
+            curve["best"].append(float(grid_best[-1].mean()))
 
-    return {
+    report = {
         "num_examples": int(len(x)),
         "eps": float(eps),
         "clean_error": float(1 - clean.mean()),
@@ -133,6 +138,29 @@ def evaluate(
         },
         "certified_accuracy": {"eps": [float(e) for e in eps_grid], **curve},
     }
+    if return_masks:
+        return report, {"best": best, "grid": grid_best}
+    return report
+
+
+def union_report(
+    report: dict[str, Any], masks: dict[str, Any], other_masks: dict[str, Any], other: str
+) -> dict[str, Any]:
+    """Adds the "union" of two models' certificates (SingleProp's IBP+SingleProp).
+
+    An example counts when either model is verified on it (each verified example is
+    also correctly classified by that model). This is not the certified accuracy of any
+    single model or ensemble: it shows how complementary two trainings are.
+    """
+    union = masks["best"] | other_masks["best"]
+    out = dict(report)
+    out["verified_error"] = {**report["verified_error"], "union": float(1 - union.mean())}
+    curve = dict(report["certified_accuracy"])
+    pairs = zip(masks["grid"], other_masks["grid"], strict=True)
+    curve["union"] = [float((a | b).mean()) for a, b in pairs]
+    out["certified_accuracy"] = curve
+    out["union_with"] = other
+    return out
 
 
 def write_report(report: dict[str, Any], workdir: str | Path) -> dict[str, Path]:
@@ -199,12 +227,7 @@ def certify(config: Any, workdir: str | Path) -> dict[str, Any]:
     x = ds.x_test[:n] if n > 0 else ds.x_test
     y = ds.y_test[:n] if n > 0 else ds.y_test
     c = config.certify
-    report = evaluate(
-        exp.apply_fn,
-        params,
-        x.astype(np.float32) / 255.0,
-        y,
-        ds.num_classes,
+    kwargs = dict(
         eps=c.eps,
         verifiers=tuple(c.verifiers),
         eps_grid=tuple(c.eps_grid),
@@ -214,7 +237,15 @@ def certify(config: Any, workdir: str | Path) -> dict[str, Any]:
         opt_steps=c.opt_steps,
         clip=(config.method.clip_min, config.method.clip_max),
         seed=config.seed,
+        return_masks=True,
     )
+    x = x.astype(np.float32) / 255.0
+    report, masks = evaluate(exp.apply_fn, params, x, y, ds.num_classes, **kwargs)
+    if c.union_workdir:
+        # The other model: same architecture and data, trained by another method.
+        _, other_params, _ = restore_params(config, c.union_workdir)
+        _, other_masks = evaluate(exp.apply_fn, other_params, x, y, ds.num_classes, **kwargs)
+        report = union_report(report, masks, other_masks, str(c.union_workdir))
     report["checkpoint_step"] = step
     report["model"] = config.model.name
     report["method"] = config.method.name

@@ -108,6 +108,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.certify.num_examples = -1  # -1: the whole test set
     c.certify.batch_size = 200
     c.certify.opt_steps = 20  # crown-opt steps
+    c.certify.union_workdir = ""  # another run's workdir: also report the union of certificates
     c.lock()  # unknown keys are errors, in experiment files and on the command line
     return c
 

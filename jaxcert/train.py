@@ -155,11 +155,12 @@ def make_train_step(exp: Experiment, augment: bool) -> Callable[..., tuple[Train
 
     ``use_linear`` is static: False where the schedule has ``beta == 0`` or
     ``kappa == 1``, so the mixed objective skips the linear bound in those phases (see
-    :mod:`jaxcert.methods.certified`). At most two programs are compiled.
+    :mod:`jaxcert.methods.certified`). At most two programs are compiled. ``lam``, when
+    given, replaces the scheduled regulariser weight (adaptive lambda).
     """
 
     def step(
-        state: TrainState, x: Array, y: Array, use_linear: bool = True
+        state: TrainState, x: Array, y: Array, use_linear: bool = True, lam: Array | None = None
     ) -> tuple[TrainState, dict[str, Array]]:
         rng = jax.random.fold_in(state.key, state.step)
         aug_key, loss_key = jax.random.split(rng)
@@ -169,7 +170,7 @@ def make_train_step(exp: Experiment, augment: bool) -> Callable[..., tuple[Train
             "eps": exp.schedules.eps(state.step),
             "kappa": exp.schedules.kappa(state.step),
             "beta": exp.schedules.beta(state.step),
-            "lam": exp.schedules.lam(state.step),
+            "lam": exp.schedules.lam(state.step) if lam is None else lam,
         }
         grad_fn = jax.value_and_grad(exp.loss_fn, has_aux=True)
         (_, metrics), grads = grad_fn(
@@ -218,6 +219,59 @@ def restore_params(config: Any, workdir: str | Path) -> tuple[Experiment, Any, i
     return exp, state.params, int(latest)
 
 
+def validation_means(
+    exp: Experiment, params: Any, hparams: dict[str, Any], batch_size: int
+) -> dict[str, float]:
+    """The method's metrics averaged over the validation split (full batches)."""
+    ds = exp.dataset
+    if ds.x_val is None or len(ds.x_val) == 0:
+        raise ValueError("no validation split: set data.validation_size > 0")
+    metrics_fn = jax.jit(lambda p, x, y, hp: exp.loss_fn(p, x, y, hp, jax.random.PRNGKey(0))[1])
+    totals: dict[str, float] = {}
+    n = 0
+    size = min(batch_size, len(ds.x_val))
+    for x, y in data_lib.batches(ds.x_val, ds.y_val, size, seed=0, epoch=0, shuffle=False):
+        values = _to_python(metrics_fn(params, jnp.asarray(x), jnp.asarray(y), hparams))
+        for k, v in values.items():
+            totals[k] = totals.get(k, 0.0) + v
+        n += 1
+    return {k: v / n for k, v in totals.items()}
+
+
+def _adaptive_lambda_for_epoch(
+    exp: Experiment, config: Any, params: Any, step: int, record_path: Path
+) -> float:
+    """SingleProp's AHS lambda for the epoch starting at ``step``, recorded in
+    ``record_path`` so that a resumed run reuses the value instead of recomputing it
+    from mid-epoch parameters."""
+    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    if str(step) in record:
+        return float(record[str(step)]["lam"])
+    hparams = {
+        "eps": exp.schedules.eps(step),
+        "kappa": exp.schedules.kappa(step),
+        "beta": exp.schedules.beta(step),
+        "lam": jnp.float32(0.0),
+    }
+    means = validation_means(exp, params, hparams, config.train.batch_size)
+    if "regularizer" not in means:
+        raise ValueError(
+            f"method.adaptive_lambda needs a regulariser method (CE + lambda R); "
+            f"{config.method.name!r} reports no 'regularizer'"
+        )
+    lam = sched.adaptive_lambda(
+        max(means["natural_loss"], 0.0), max(means["regularizer"], 0.0), config.method.ahs_gamma
+    )
+    record[str(step)] = {
+        "lam": lam,
+        "val_natural_loss": means["natural_loss"],
+        "val_regularizer": means["regularizer"],
+        "val_clean_acc": means.get("clean_acc"),
+    }
+    record_path.write_text(json.dumps(record, indent=1))
+    return lam
+
+
 def train(config: Any, workdir: str | Path, *, progress: bool = True) -> tuple[TrainState, list]:
     """Trains from the config (resuming from ``workdir`` if it has a checkpoint).
 
@@ -247,6 +301,8 @@ def train(config: Any, workdir: str | Path, *, progress: bool = True) -> tuple[T
     start_step = int(state.step)
 
     step_fn = jax.jit(make_train_step(exp, config.data.augment), donate_argnums=0, static_argnums=3)
+    adaptive = bool(config.method.get("adaptive_lambda", False))
+    lam: Array | None = None
     records: list[dict] = []
     metrics_path = workdir / "metrics.jsonl"
     bar = _progress(exp.total_steps, start_step, progress)
@@ -264,6 +320,13 @@ def train(config: Any, workdir: str | Path, *, progress: bool = True) -> tuple[T
                 global_step = epoch * exp.steps_per_epoch + i
                 if global_step < start_step:
                     continue
+                if adaptive and (lam is None or i == 0):
+                    epoch_start = epoch * exp.steps_per_epoch
+                    lam = jnp.float32(
+                        _adaptive_lambda_for_epoch(
+                            exp, config, state.params, epoch_start, workdir / "ahs.json"
+                        )
+                    )
                 x = jax.device_put(jnp.asarray(x), sharded)
                 y = jax.device_put(jnp.asarray(y), sharded)
                 tic = time.perf_counter()
@@ -271,7 +334,7 @@ def train(config: Any, workdir: str | Path, *, progress: bool = True) -> tuple[T
                 use_linear = bool(
                     exp.schedules.beta(global_step) > 0 and exp.schedules.kappa(global_step) < 1
                 )
-                state, metrics = step_fn(state, x, y, use_linear)
+                state, metrics = step_fn(state, x, y, use_linear, lam)
                 values = _to_python(metrics)
                 values["step_time"] = time.perf_counter() - tic
                 if not np.isfinite(values["loss"]):

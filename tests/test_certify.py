@@ -1,6 +1,7 @@
 """Certify: error orderings and report files that agree with the numbers."""
 
 import json
+from pathlib import Path
 
 import pytest
 from helpers_train import tiny_config, write_tiny_npz
@@ -51,3 +52,43 @@ def test_certify_without_checkpoint_is_a_clear_error(tmp_path):
     npz = write_tiny_npz(tmp_path / "tiny.npz")
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         certify(tiny_config(npz), tmp_path / "empty")
+
+
+def test_union_with_another_run_counts_either_models_certificates(trained, tmp_path):
+    import numpy as np
+
+    from jaxcert.certify import evaluate
+    from jaxcert.train import restore_params
+
+    c, workdir, _ = trained
+    other = tiny_config(Path(c.data.path), "singleprop-zero")
+    other.train.epochs = 2
+    other.method.lam_end = 0.5
+    train(other, tmp_path / "sp", progress=False)
+    c2 = tiny_config(Path(c.data.path), "ibp", epochs=3)
+    c2.certify.verifiers = ("ibp",)
+    c2.certify.union_workdir = str(tmp_path / "sp")
+    report = certify(c2, workdir)
+    # Recompute both models' masks and their union by hand.
+    masks = []
+    for wd in (workdir, tmp_path / "sp"):
+        exp, params, _ = restore_params(c2, wd)
+        x = exp.dataset.x_test.astype(np.float32) / 255.0
+        _, m = evaluate(
+            exp.apply_fn,
+            params,
+            x,
+            exp.dataset.y_test,
+            3,
+            eps=c2.certify.eps,
+            verifiers=("ibp",),
+            eps_grid=c2.certify.eps_grid,
+            pgd_steps=2,
+            return_masks=True,
+        )
+        masks.append(m)
+    union = masks[0]["best"] | masks[1]["best"]
+    assert report["verified_error"]["union"] == pytest.approx(1 - union.mean())
+    assert report["verified_error"]["union"] <= report["verified_error"]["best"]
+    assert len(report["certified_accuracy"]["union"]) == len(c2.certify.eps_grid)
+    assert "verified (union)" in (workdir / "certify.md").read_text()

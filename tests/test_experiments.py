@@ -26,7 +26,23 @@ def _load(name, arg=None):
         ("thesis_table34", f"{d},{m},{e}")
         for d, e in (("mnist", "0.3"), ("cifar10", "8"), ("svhn_cropped", "0.01"))
         for m in ("ibp", "crown-ibp", "ours")
-    ],
+    ]
+    + [
+        ("singleprop_table1", a)
+        for a in (
+            "mnist,small,singleprop-zero",
+            "mnist,medium,ibp-reg",
+            "mnist,small,singleprop-zero,ahs",
+            "cifar10,small,singleprop-fastlin",
+            "cifar10,large,ibp-reg",
+        )
+    ]
+    + [
+        ("doublemargin_table2", f"{d},{m}")
+        for d in ("mnist", "cifar10")
+        for m in ("double-margin", "double-margin-s", "ibp+v", "ibp-reg", "adv+rs", "l1")
+    ]
+    + [("tightness_table2", a) for a in ("0.1", "0.3", "0.3,0.0")],
 )
 def test_experiment_configs_validate(name, arg):
     validate(_load(name, arg))
@@ -40,6 +56,9 @@ def test_every_experiment_file_is_covered():
         "mnist_crown_ibp",
         "cifar_crown_ibp",
         "thesis_table34",
+        "singleprop_table1",
+        "doublemargin_table2",
+        "tightness_table2",
     }
 
 
@@ -54,3 +73,18 @@ def test_paper_settings():
     assert ours.model.name == "large" and ours.method.opt_step_size >= 1
     with pytest.raises(ValueError, match="method must be"):
         _load("thesis_table34", "mnist,cap,0.3")
+
+
+def test_regulariser_paper_settings():
+    c = _load("singleprop_table1", "mnist,small,singleprop-zero,ahs")
+    assert c.method.adaptive_lambda and c.data.validation_size > 0
+    assert c.method.eps_train == pytest.approx(0.3) and c.model.name == "dm_small"
+    c = _load("doublemargin_table2", "mnist,adv+rs")
+    assert c.method.name == "pgd" and c.method.rs_weight > 0 and c.method.l1_weight > 0
+    assert c.method.lam_end == pytest.approx(0.5)
+    c = _load("tightness_table2", "0.3")
+    assert c.method.name == "crown-ibp-tight" and c.method.tight_r > 0
+    assert c.method.eps_train == pytest.approx(0.4) and c.train.batch_size == 256
+    assert _load("tightness_table2", "0.3,0.0").method.name == "crown-ibp"
+    with pytest.raises(ValueError, match="model must be"):
+        _load("singleprop_table1", "mnist,wide,singleprop-zero")

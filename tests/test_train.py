@@ -103,3 +103,49 @@ def test_two_devices_match_one(npz, tmp_path):
         results[n] = np.load(out)
     for key in results[1].files:
         np.testing.assert_allclose(results[1][key], results[2][key], rtol=1e-4, atol=1e-5)
+
+
+def _ahs_config(npz, epochs):
+    c = tiny_config(npz, "singleprop-zero", epochs=epochs)
+    c.data.validation_size = 40
+    c.method.adaptive_lambda = True
+    c.method.ahs_gamma = 0.5
+    return c
+
+
+def test_adaptive_lambda_is_the_ahs_formula_on_the_validation_split(npz, tmp_path):
+    from jaxcert.schedules import adaptive_lambda
+
+    c = _ahs_config(npz, epochs=2)
+    state, records = train_lib.train(c, tmp_path, progress=False)
+    record = json.loads((tmp_path / "ahs.json").read_text())
+    assert sorted(int(k) for k in record) == [0, 6]  # 120 train examples / 20 per step
+    for start, entry in record.items():
+        want = adaptive_lambda(entry["val_natural_loss"], entry["val_regularizer"], 0.5)
+        assert entry["lam"] == pytest.approx(want)
+        logged = [r["lam"] for r in records if int(start) < r["step"] <= int(start) + 6]
+        assert logged and all(v == pytest.approx(entry["lam"]) for v in logged)
+    # Recompute the first epoch's value from the initial parameters.
+    exp = train_lib.build(c)
+    init = train_lib.init_state(exp, c.seed)
+    hp = {"eps": exp.schedules.eps(0), "kappa": 1.0, "beta": 1.0, "lam": 0.0}
+    means = train_lib.validation_means(exp, init.params, hp, 20)
+    assert record["0"]["lam"] == pytest.approx(
+        adaptive_lambda(means["natural_loss"], max(means["regularizer"], 0.0), 0.5)
+    )
+    assert 0 < record["6"]["lam"] < 0.5 / 1.5  # eps > 0 in epoch 2: R > 0
+
+
+def test_adaptive_lambda_resume_reuses_the_recorded_value(npz, tmp_path):
+    full, _ = train_lib.train(_ahs_config(npz, 2), tmp_path / "full", progress=False)
+    train_lib.train(_ahs_config(npz, 1), tmp_path / "part", progress=False)
+    resumed, _ = train_lib.train(_ahs_config(npz, 2), tmp_path / "part", progress=False)
+    for a, b in zip(_leaves(full), _leaves(resumed), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_adaptive_lambda_needs_a_regulariser_method(npz, tmp_path):
+    c = _ahs_config(npz, 1)
+    c.method.name = "ibp"
+    with pytest.raises(ValueError, match="regulariser method"):
+        train_lib.train(c, tmp_path, progress=False)
