@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcert.domains import interval, linear
+from jaxcert.domains import lipschitz as lipschitz_lib
 from jaxcert.graph import Graph, trace
 from jaxcert.sets import InputSet
 from jaxcert.slope_opt import optimised_crown_lower, resolve_objective, signed_step_slopes
@@ -35,7 +36,17 @@ Array = jax.Array
 
 __all__ = ["Bounds", "METHODS", "bound"]
 
-METHODS = ("ibp", "crown-ibp", "crown", "fastlin", "cap-ibp", "crown-ibp-opt", "crown-opt")
+METHODS = (
+    "ibp",
+    "crown-ibp",
+    "crown",
+    "fastlin",
+    "cap-ibp",
+    "crown-ibp-opt",
+    "crown-opt",
+    "bcp",
+    "lmt",
+)
 
 # Lower-slope rule of the final backward pass (and of the intermediate passes for the
 # methods that have them).
@@ -116,6 +127,8 @@ def bound(
     bound_upper: bool = True,
     chunk_size: int | None = None,
     intersect_ibp: bool = True,
+    lipschitz: dict[int, Array] | None = None,
+    solver_iters: int | None = None,
 ) -> Bounds:
     """Sound bounds of ``fn(x')`` (or ``spec @ fn(x')``) over every ``x'`` in ``input_set``.
 
@@ -147,6 +160,11 @@ def bound(
       chunk_size: neurons per backward pass for the intermediate bounds of
         ``crown``/``fastlin``/``crown-opt`` (default: about 64M numbers per pass).
       intersect_ibp: intersect intermediate backward bounds with IBP's.
+      lipschitz: for ``"bcp"``/``"lmt"``, Lipschitz constants by node index of the
+        one-example trace (:func:`jaxcert.domains.lipschitz.power_iteration` in
+        training); default: certified upper bounds
+        (:func:`~jaxcert.domains.lipschitz.certified_lipschitz`).
+      solver_iters: rounds of BCP's ball ∩ box solver (default: to convergence).
 
     Returns:
       :class:`Bounds` with ``lower``/``upper`` of shape ``(batch, n_out)`` or
@@ -189,6 +207,14 @@ def bound(
         ctx = linear.Context(graph, intervals, linear.slope_chooser("adaptive"))
         both = linear.lower_bound(
             ctx, input_set, graph.output, A_both, stop=linear.activation_stops(graph)
+        )
+        return _split(graph, intervals, both, n_spec, bound_upper, return_intermediate)
+
+    if method in ("bcp", "lmt"):
+        if lipschitz is None:
+            lipschitz = lipschitz_lib.certified_lipschitz(lipschitz_lib.unit_graph(fn, input_set))
+        both, intervals = lipschitz_lib.bcp_lower(
+            graph, input_set, A_both, lipschitz, solver_iters, use_box=method == "bcp"
         )
         return _split(graph, intervals, both, n_spec, bound_upper, return_intermediate)
 

@@ -22,7 +22,7 @@ import numpy as np
 from jaxcert.attacks import pgd
 from jaxcert.bounds import bound
 from jaxcert.losses import verified
-from jaxcert.sets import LinfBall
+from jaxcert.sets import L2Ball, LinfBall
 from jaxcert.specs import margin_spec
 
 Array = jax.Array
@@ -60,13 +60,15 @@ def evaluate(
     opt_steps: int = 20,
     clip: tuple[float, float] = (0.0, 1.0),
     seed: int = 0,
+    norm: str = "linf",
     return_masks: bool = False,
 ) -> dict[str, Any] | tuple[dict[str, Any], dict[str, Any]]:
     """Clean / PGD / verified errors of ``apply_fn(params, .)`` on ``(x, y)``.
 
     Args:
       x: float images in ``[0, 1]``, ``(n, ...)``; y: ``(n,)`` labels.
-      eps: the Linf radius of the headline errors.
+      eps: the radius of the headline errors, in the ``norm`` (``"linf"`` or ``"l2"``:
+        the balls are intersected with ``clip``, and PGD attacks in the same norm).
       verifiers: sound methods of :func:`jaxcert.bound`.
       eps_grid: radii for the certified-accuracy curve.
       return_masks: also return the per-example best-of verified masks
@@ -85,7 +87,9 @@ def evaluate(
 
     @jax.jit
     def pgd_correct(xb: Array, yb: Array) -> Array:
-        adv = pgd(fn, xb, yb, eps, steps=pgd_steps, restarts=pgd_restarts, key=key, clip=clip)
+        adv = pgd(
+            fn, xb, yb, eps, steps=pgd_steps, restarts=pgd_restarts, key=key, clip=clip, norm=norm
+        )
         return jnp.argmax(fn(adv), -1) == yb
 
     def make_verifier(method: str) -> Callable[[Array, Array, Array], Array]:
@@ -98,7 +102,8 @@ def evaluate(
 
         @jax.jit
         def run(xb: Array, yb: Array, radius: Array) -> Array:
-            s = LinfBall(xb, radius, clip=clip)
+            ball = L2Ball if norm == "l2" else LinfBall
+            s = ball(xb, radius, clip=clip)
             spec = margin_spec(yb, num_classes)
             return verified(bound(fn, s, method, spec=spec, bound_upper=False, **kwargs).lower)
 
@@ -129,6 +134,7 @@ def evaluate(
     report = {
         "num_examples": int(len(x)),
         "eps": float(eps),
+        "norm": norm,
         "clean_error": float(1 - clean.mean()),
         "pgd_error": float(1 - robust.mean()),
         "pgd": {"steps": pgd_steps, "restarts": pgd_restarts},
@@ -206,7 +212,7 @@ def write_report(report: dict[str, Any], workdir: str | Path) -> dict[str, Path]
     for name in (k for k in curve if k != "eps"):
         style = {"linewidth": 2.5, "color": "black"} if name == "best" else {}
         ax.plot(curve["eps"], [100 * v for v in curve[name]], marker="o", label=name, **style)
-    ax.set_xlabel("eps (Linf)")
+    ax.set_xlabel(f"eps ({report.get('norm', 'linf')})")
     ax.set_ylabel("certified accuracy (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
@@ -237,6 +243,7 @@ def certify(config: Any, workdir: str | Path) -> dict[str, Any]:
         opt_steps=c.opt_steps,
         clip=(config.method.clip_min, config.method.clip_max),
         seed=config.seed,
+        norm=config.certify.norm,
         return_masks=True,
     )
     x = x.astype(np.float32) / 255.0

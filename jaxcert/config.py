@@ -21,6 +21,7 @@ __all__ = ["default_config", "validate", "ConfigError"]
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_DECAYS = ("none", "step", "halve")
 EPS_SHAPES = ("linear", "smooth")
+NORMS = ("linf", "l2")
 
 
 class ConfigError(ValueError):
@@ -79,6 +80,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.method.l1_weight = 0.0  # any method: + l1_weight * sum |w|
     c.method.adaptive_lambda = False  # SingleProp AHS: lambda from the validation split
     c.method.ahs_gamma = 1.0  # AHS gamma: lambda = g L / ((1 + g) L + R)
+    c.method.norm = "linf"  # threat model of training: "linf" or "l2" (bcp / lmt)
+    c.method.bcp_solver_iters = 10  # bcp: rounds of the ball ∩ box solver per step
+    c.method.power_iters = 1  # bcp / lmt: power iterations per step
 
     c.train = ml_collections.ConfigDict()
     c.train.epochs = 10
@@ -108,6 +112,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.certify.num_examples = -1  # -1: the whole test set
     c.certify.batch_size = 200
     c.certify.opt_steps = 20  # crown-opt steps
+    c.certify.norm = "linf"  # "linf" or "l2" (verify L2-trained models with bcp/crown/ibp)
     c.certify.union_workdir = ""  # another run's workdir: also report the union of certificates
     c.lock()  # unknown keys are errors, in experiment files and on the command line
     return c
@@ -146,6 +151,15 @@ def validate(c: Any) -> None:
             "data.validation_size",
             "method.adaptive_lambda needs a validation split: set data.validation_size > 0",
         )
+    for key in ("method.norm", "certify.norm"):
+        section, name = key.split(".")
+        if c[section][name] not in NORMS:
+            _fail(key, f"unknown norm {c[section][name]!r}; one of {NORMS}")
+    if c.method.norm != "linf" and c.method.name not in ("bcp", "lmt"):
+        _fail("method.norm", f"{c.method.name!r} trains on Linf balls; L2 needs bcp or lmt")
+    for key in ("bcp_solver_iters", "power_iters"):
+        if c.method[key] < 1:
+            _fail(f"method.{key}", f"must be >= 1, got {c.method[key]}")
     if c.method.clip_min > c.method.clip_max:
         _fail("method.clip_min", "must be <= method.clip_max")
     t = c.train

@@ -46,6 +46,8 @@ class TrainState:
     params: Any
     opt_state: Any
     key: Array
+    # What a method carries between steps (BCP's power-iteration vectors); {} if none.
+    method_state: Any = flax.struct.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -142,12 +144,25 @@ def init_state(exp: Experiment, seed: int) -> TrainState:
             "(e.g. batch-norm statistics); training such models is not supported yet"
         )
     params = variables["params"]
+    init_method = getattr(exp.loss_fn, "init_method_state", None)
+    method_state = init_method(params, sample, init_key) if init_method is not None else {}
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
         opt_state=exp.optimizer.init(params),
         key=train_key,
+        method_state=method_state,
     )
+
+
+def _restore(manager: ocp.CheckpointManager, step: int, template: TrainState) -> TrainState:
+    """Restores ``step``; checkpoints written before ``method_state`` existed load too."""
+    try:
+        return manager.restore(step, args=ocp.args.StandardRestore(template))
+    except ValueError:
+        fields = {k: getattr(template, k) for k in ("step", "params", "opt_state", "key")}
+        old = manager.restore(step, args=ocp.args.StandardRestore(fields))
+        return TrainState(**old, method_state=template.method_state)
 
 
 def make_train_step(exp: Experiment, augment: bool) -> Callable[..., tuple[TrainState, dict]]:
@@ -173,13 +188,15 @@ def make_train_step(exp: Experiment, augment: bool) -> Callable[..., tuple[Train
             "lam": exp.schedules.lam(state.step) if lam is None else lam,
         }
         grad_fn = jax.value_and_grad(exp.loss_fn, has_aux=True)
-        (_, metrics), grads = grad_fn(
-            state.params, x, y, {**hparams, "use_linear": use_linear}, loss_key
-        )
+        inputs = {**hparams, "use_linear": use_linear, "method_state": state.method_state}
+        (_, metrics), grads = grad_fn(state.params, x, y, inputs, loss_key)
+        method_state = metrics.pop("method_state", state.method_state)
         updates, opt_state = exp.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {**metrics, **hparams, "lr": exp.learning_rate(state.step)}
-        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        new_state = state.replace(
+            step=state.step + 1, params=params, opt_state=opt_state, method_state=method_state
+        )
         return new_state, metrics
 
     return step
@@ -215,7 +232,7 @@ def restore_params(config: Any, workdir: str | Path) -> tuple[Experiment, Any, i
     if latest is None:
         raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}: train first")
     template = init_state(exp, config.seed)
-    state = manager.restore(latest, args=ocp.args.StandardRestore(template))
+    state = _restore(manager, latest, template)
     return exp, state.params, int(latest)
 
 
@@ -296,7 +313,7 @@ def train(config: Any, workdir: str | Path, *, progress: bool = True) -> tuple[T
     manager = _checkpoint_manager(workdir, t.keep_checkpoints)
     latest = manager.latest_step()
     if latest is not None:
-        state = manager.restore(latest, args=ocp.args.StandardRestore(state))
+        state = _restore(manager, latest, state)
     state = jax.device_put(state, replicated)
     start_step = int(state.step)
 

@@ -149,3 +149,48 @@ def test_adaptive_lambda_needs_a_regulariser_method(npz, tmp_path):
     c.method.name = "ibp"
     with pytest.raises(ValueError, match="regulariser method"):
         train_lib.train(c, tmp_path, progress=False)
+
+
+def test_bcp_training_checkpoints_its_power_iteration_state(npz, tmp_path):
+    def config(epochs):
+        c = tiny_config(npz, "bcp", epochs=epochs)
+        c.method.norm = "l2"
+        c.method.eps_train = 0.3
+        c.certify.norm = "l2"
+        c.certify.eps = 0.1
+        c.certify.eps_grid = (0.0, 0.1)
+        c.certify.verifiers = ("bcp", "lmt", "crown", "ibp")
+        return c
+
+    full, _ = train_lib.train(config(2), tmp_path / "full", progress=False)
+    assert full.method_state and int(full.step) == 16
+    train_lib.train(config(1), tmp_path / "part", progress=False)
+    resumed, _ = train_lib.train(config(2), tmp_path / "part", progress=False)
+    for a, b in zip(_leaves(full), _leaves(resumed), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for k in full.method_state:
+        np.testing.assert_array_equal(full.method_state[k], resumed.method_state[k])
+
+    from jaxcert.certify import certify
+
+    report = certify(config(2), tmp_path / "full")
+    assert report["norm"] == "l2"
+    ve = report["verified_error"]
+    assert report["pgd_error"] <= min(ve.values()) + 1e-9
+    assert ve["bcp"] <= ve["lmt"] + 1e-9  # BCP's box only tightens LMT's ball
+
+
+def test_checkpoints_without_method_state_still_restore(npz, tmp_path):
+    import orbax.checkpoint as ocp
+
+    c = tiny_config(npz, "ibp", epochs=1)
+    exp = train_lib.build(c)
+    state = train_lib.init_state(exp, c.seed)
+    old_layout = {k: getattr(state, k) for k in ("step", "params", "opt_state", "key")}
+    manager = ocp.CheckpointManager((tmp_path / "checkpoints").absolute())
+    manager.save(3, args=ocp.args.StandardSave(old_layout))
+    manager.wait_until_finished()
+    _, params, step = train_lib.restore_params(c, tmp_path)
+    assert step == 3
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(state.params), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -43,6 +43,7 @@ __all__ = [
     "lower_bound",
     "crown_intervals",
     "identity_bounds",
+    "concretize_interval",
     "backward_coefficients",
     "default_chunk_size",
     "preactivation_nodes",
@@ -141,7 +142,7 @@ RULES["max_pool"] = _max_rule
 RULES["reduce_max"] = _max_rule
 
 
-def _concretize_interval(A: Array, iv: Interval) -> Array:
+def concretize_interval(A: Array, iv: Interval) -> Array:
     """Lower bound of ``A . y`` over the box ``iv`` (centre/radius form)."""
     lo, hi = iv
     center, radius = (hi + lo) / 2, (hi - lo) / 2
@@ -172,7 +173,7 @@ def backward_coefficients(
         if node.index in keep:
             kept[node.index] = A_node
         if node.index in stop:
-            bias = bias + _concretize_interval(A_node, ctx.intervals[node.index])
+            bias = bias + concretize_interval(A_node, ctx.intervals[node.index])
             continue
         rule = RULES.get(node.op)
         if rule is None:

@@ -61,9 +61,18 @@ def make_loss(name: str, apply_fn: Callable[..., Array], num_classes: int, confi
     if rs_weight > 0 or l1_weight > 0:
         from jaxcert.methods.penalties import with_penalties
 
+        init = getattr(loss_fn, "init_method_state", None)
         loss_fn = with_penalties(loss_fn, apply_fn, config, rs_weight, l1_weight)
+        if init is not None:
+            loss_fn.init_method_state = init  # type: ignore[attr-defined]
     return loss_fn
 
 
 # Register the built-in methods.
-from jaxcert.methods import adversarial, certified, natural, regularized  # noqa: E402, F401
+from jaxcert.methods import (  # noqa: E402, F401
+    adversarial,
+    certified,
+    lipschitz_margin,
+    natural,
+    regularized,
+)

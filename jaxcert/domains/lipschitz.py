@@ -1,0 +1,437 @@
+"""BCP: ball + box constraint propagation for L2 sets (thesis §3.2, App. B).
+
+Every node carries two sound outer bounds of its values over the input set:
+
+* a ball ``B2(z, rho)`` around the nominal value ``z``, its radius multiplied by each
+  layer's Lipschitz constant (ReLU, leaky ReLU and max-pool are 1-Lipschitz; residual
+  sums add radii, concatenations add them in quadrature);
+* a box ``[lo, hi]``: the intersection of interval arithmetic on the previous box
+  (Eq. 3.2.7) with the box circumscribing the image of the previous ball (Eq. 3.2.6:
+  ``z' +/- rho ||W_i||_2`` for an affine op, ``sigma(z) +/- L_sigma rho`` for an
+  activation). The thesis' Eq. 3.2.8 prints max/min the other way round; the
+  intersection is what its text and Figure 3.1 describe, and what is sound and tight.
+
+The output specification is then minimised over ``ball ∩ box`` at the last layer that
+feeds it affinely (Eq. 3.2.10-3.2.11) by the thesis' iterative solver
+(:func:`ball_box_minimum`). Where the output is not an affine function of a single
+node, each node's box is used instead (still sound).
+
+Lipschitz constants of weighted layers (dense, convolution) come either from the power
+iteration (an *estimate*, from below: training, thesis B.2.2) or from
+:func:`certified_lipschitz` (an upper bound: the exact spectral norm of the layer's
+matrix where it is small enough to build, else ``sqrt(||A||_1 ||A||_inf)``), which is
+what certificates use. Other linear ops (reshapes, pads, sums over axes, per-channel
+scalings) always use ``sqrt(||A||_1 ||A||_inf)``, exact for them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxcert.domains import interval, linear
+from jaxcert.errors import UnsupportedOperation
+from jaxcert.graph import LINEAR_PRIMITIVES, Graph, Node, Ref, trace
+from jaxcert.sets import InputSet, L1Ball, L2Ball, LinfBall
+
+Array = jax.Array
+
+__all__ = [
+    "WEIGHTED_OPS",
+    "unit_graph",
+    "certified_lipschitz",
+    "power_iteration",
+    "bcp_lower",
+    "ball_box_minimum",
+]
+
+WEIGHTED_OPS = ("dot_general", "conv_general_dilated")
+# Linear ops that only move, drop or sign-flip entries: Lipschitz constant <= 1.
+_NORM_ONE = frozenset(
+    {
+        "reshape",
+        "transpose",
+        "squeeze",
+        "expand_dims",
+        "copy",
+        "copy_p",
+        "convert_element_type",
+        "rev",
+        "pad",
+        "slice",
+        "dynamic_slice",
+        "neg",
+        "sharding_constraint",
+        "optimization_barrier",
+    }
+)
+# Dense matrices up to this many entries are built to get their exact spectral norm.
+_MAX_EXACT_ENTRIES = 1 << 24
+
+
+def unit_graph(fn: Callable[[Array], Array], input_set: InputSet) -> Graph:
+    """``fn`` traced on one example: the per-example linear maps, whatever the batch."""
+    dtype = jnp.result_type(input_set.bounding_box()[0])
+    return trace(fn, (1, *input_set.shape[1:]), dtype)
+
+
+def _single_operand(node: Node) -> bool:
+    return node.op in LINEAR_PRIMITIVES and len(node.bounded) == 1
+
+
+def _linear_part(node: Node) -> Callable[[Array], Array]:
+    """``x -> op(x) - op(0)``: the op's linear map on its bounded operand."""
+    (i,) = node.bounded
+
+    def f(x: Array) -> Array:
+        args = [x if k == i else a for k, a in enumerate(node.args)]
+        zero = [jnp.zeros_like(x) if k == i else a for k, a in enumerate(node.args)]
+        return node.apply(*args) - node.apply(*zero)
+
+    return f
+
+
+def _abs_map(node: Node) -> Callable[[Array], Array]:
+    """The op with ``|weight|`` and zero offsets: ``|A|`` applied to a vector."""
+    (i,) = node.bounded
+
+    def f(x: Array) -> Array:
+        return interval.propagate_radius(
+            node, [x if k == i else a for k, a in enumerate(node.args)]
+        )
+
+    return f
+
+
+def _holder_bound(node: Node, in_shape: tuple[int, ...], dtype: Any) -> Array:
+    """``sqrt(||A||_1 ||A||_inf) >= ||A||_2`` from two passes of ``|A|``."""
+    abs_map = _abs_map(node)
+    ones_in = jnp.ones(in_shape, dtype)
+    row_sums, transpose = jax.vjp(abs_map, ones_in)
+    (col_sums,) = transpose(jnp.ones_like(row_sums))
+    return _safe_sqrt(jnp.max(row_sums) * jnp.max(col_sums))
+
+
+def _in_shape(graph: Graph, node: Node) -> tuple[int, ...]:
+    (i,) = node.bounded
+    return graph.nodes[node.args[i].index].shape
+
+
+def certified_lipschitz(graph: Graph) -> dict[int, Array]:
+    """Upper bounds of the L2 Lipschitz constant of every single-operand linear node.
+
+    ``graph`` is a one-example trace (:func:`unit_graph`). Weighted layers whose matrix
+    has at most 2^24 entries get their exact spectral norm (times ``1 + 1e-5`` for the
+    SVD's rounding); every node also gets the Hölder bound, and the smaller is kept.
+    """
+    out: dict[int, Array] = {}
+    for node in graph.nodes[1:]:
+        if not _single_operand(node):
+            continue
+        if node.op in _NORM_ONE:
+            out[node.index] = jnp.ones((), node.dtype)
+            continue
+        in_shape = _in_shape(graph, node)
+        bound = _holder_bound(node, in_shape, node.dtype)
+        n_in, n_out = math.prod(in_shape), math.prod(node.shape)
+        if node.op in WEIGHTED_OPS and n_in * n_out <= _MAX_EXACT_ENTRIES:
+            f = _linear_part(node)
+            basis = jnp.eye(n_in, dtype=node.dtype).reshape((n_in, *in_shape))
+            matrix = jax.vmap(f)(basis).reshape(n_in, n_out)
+            exact = jnp.linalg.norm(matrix, ord=2) * (1 + 1e-5)
+            bound = jnp.minimum(bound, exact)
+        out[node.index] = bound
+    return out
+
+
+def power_iteration(
+    graph: Graph, vectors: dict[str, Array] | None, key: Array, iters: int = 1
+) -> tuple[dict[int, Array], dict[str, Array]]:
+    """Power-iteration estimates of the weighted layers' spectral norms (thesis Alg. 2-3).
+
+    Args:
+      graph: a one-example trace (:func:`unit_graph`).
+      vectors: the previous right singular vectors by node index (as strings), or None
+        to start from random ones drawn from ``key``.
+      iters: iterations (1 per training step as in the thesis).
+
+    Returns:
+      ``(constants, vectors)``: estimates (from below) for the weighted nodes, Hölder
+      bounds for the other linear nodes, and the updated vectors to keep in the
+      training state. The vectors are constants of the loss (``stop_gradient``); the
+      estimate ``v . A u`` carries the gradient to the weights.
+    """
+    vectors = dict(vectors or {})
+    out: dict[int, Array] = {}
+    keys = iter(jax.random.split(key, len(graph.nodes)))
+    for node in graph.nodes[1:]:
+        k = next(keys)
+        if not _single_operand(node):
+            continue
+        if node.op in _NORM_ONE:
+            out[node.index] = jnp.ones((), node.dtype)
+            continue
+        in_shape = _in_shape(graph, node)
+        if node.op not in WEIGHTED_OPS:
+            out[node.index] = _holder_bound(node, in_shape, node.dtype)
+            continue
+        f = _linear_part(node)
+        name = str(node.index)
+        u = vectors.get(name)
+        if u is None:
+            u = jax.random.normal(k, in_shape, node.dtype)
+        u = lax.stop_gradient(u / jnp.linalg.norm(u))
+        for _ in range(iters):
+            w, transpose = jax.vjp(f, u)
+            v = w / jnp.maximum(jnp.linalg.norm(w), 1e-12)
+            (u_next,) = transpose(v)
+            u = lax.stop_gradient(u_next / jnp.maximum(jnp.linalg.norm(u_next), 1e-12))
+        w = f(u)
+        v = lax.stop_gradient(w / jnp.maximum(jnp.linalg.norm(w), 1e-12))
+        out[node.index] = jnp.sum(v * w)
+        vectors[name] = u
+    return out, vectors
+
+
+def _safe_sqrt(x: Array) -> Array:
+    """``sqrt(max(x, 0))`` with a zero (not NaN) gradient at 0."""
+    positive = x > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1)), 0)
+
+
+def _norm(x: Array, keepdims: bool = True) -> Array:
+    return _safe_sqrt(jnp.sum(x * x, axis=-1, keepdims=keepdims))
+
+
+def _ball_minimizer(c: Array, z: Array, rho: Array) -> Array:
+    norm = _norm(c)
+    return z - rho * jnp.where(norm > 0, c / jnp.where(norm > 0, norm, 1), 0)
+
+
+def _solver_step(
+    p: Array, clipped: Array, z: Array, rho: Array, lo: Array, hi: Array
+) -> tuple[Array, Array, Array]:
+    """One round of Eq. 3.2.12: clip what left the box, stretch the rest to the sphere."""
+    out = (p < lo) | (p > hi)
+    clipped = clipped | out
+    p_box = jnp.clip(p, lo, hi)
+    used = jnp.sum(jnp.where(clipped, (p_box - z) ** 2, 0), axis=-1, keepdims=True)
+    free = jnp.sum(jnp.where(clipped, 0, (p - z) ** 2), axis=-1, keepdims=True)
+    room = _safe_sqrt(rho**2 - used)
+    eta = jnp.where(free > 0, room / jnp.where(free > 0, _safe_sqrt(free), 1), 1)
+    return jnp.where(clipped, p_box, z + eta * (p - z)), clipped, jnp.any(out)
+
+
+def _clipped_set(c: Array, z: Array, rho: Array, lo: Array, hi: Array) -> Array:
+    """The coordinates clipped when the rounds stop changing (at most ``n`` rounds)."""
+    n = c.shape[-1]
+
+    def cond(state):
+        _, _, changed, count = state
+        return changed & (count <= n)
+
+    def body(state):
+        p, clipped, _, count = state
+        p, clipped, changed = _solver_step(p, clipped, z, rho, lo, hi)
+        return p, clipped, changed, count + 1
+
+    init = (_ball_minimizer(c, z, rho), jnp.zeros(c.shape, bool), jnp.array(True), 0)
+    return lax.while_loop(cond, body, init)[1]
+
+
+def ball_box_minimum(
+    c: Array, z: Array, rho: Array, lo: Array, hi: Array, iters: int | None = None
+) -> Array:
+    """``min c . p`` over ``||p - z||_2 <= rho`` and ``lo <= p <= hi`` (thesis Eq. 3.2.11).
+
+    The thesis' iterative solver: start at the ball's minimiser ``z - rho c / ||c||``,
+    then repeatedly clip the coordinates that leave the box and stretch the others back
+    onto the sphere (Eq. 3.2.12). Clipped coordinates stay clipped, so it ends after at
+    most ``n`` rounds at the optimum (Proposition 3.2.1: the minimiser has the form
+    ``clip(z - t c)``). ``iters=None`` runs to convergence (certificates); training may
+    cap it (10 on MNIST, 1 on CIFAR in the thesis), which gives the value at a point
+    of the ball that may leave the box.
+
+    Args:
+      c: ``(..., n)`` objective; z: ``(..., n)`` the ball's centre (inside the box);
+      rho: ``(...)`` radius; lo, hi: ``(..., n)`` the box.
+
+    Returns:
+      ``(...)`` the minimum.
+
+    Example:
+      >>> c, z = jnp.array([1.0, 1.0]), jnp.zeros(2)
+      >>> float(ball_box_minimum(c, z, jnp.array(1.0), -jnp.array([0.1, 5.0]), jnp.ones(2) * 5))
+      -1.0949...
+    """
+    rho = rho[..., None]
+    if iters is None:
+        # Find which coordinates end clipped with the loop (not differentiable), then
+        # the optimum in closed form from that set (differentiable): clipped
+        # coordinates sit on the box side facing -c, the others move along -c until
+        # the sphere.
+        sg = lax.stop_gradient
+        clipped = _clipped_set(sg(c), sg(z), sg(rho), sg(lo), sg(hi))
+        side = jnp.where(c > 0, lo, hi)
+        used = jnp.sum(jnp.where(clipped, (side - z) ** 2, 0), axis=-1, keepdims=True)
+        c_free = jnp.where(clipped, 0, c)
+        c_norm = _norm(c_free)
+        t = _safe_sqrt(rho**2 - used) / jnp.where(c_norm > 0, c_norm, 1)
+        p = jnp.where(clipped, side, z - t * c_free)
+    else:
+        p, clipped = _ball_minimizer(c, z, rho), jnp.zeros(c.shape, bool)
+        for _ in range(iters):
+            p, clipped, _ = _solver_step(p, clipped, z, rho, lo, hi)
+    # Feasible by construction up to rounding: clip what rounding pushed out.
+    p = jnp.clip(p, lo, hi)
+    return jnp.sum(c * p, axis=-1)
+
+
+def _initial(input_set: InputSet) -> tuple[Array, Array]:
+    """The ball (centre, radius ``(batch,)``) of the input set."""
+    x = jnp.asarray(input_set.center)
+    batch, n = x.shape[0], math.prod(x.shape[1:])
+    eps = jnp.broadcast_to(jnp.asarray(input_set.eps, x.dtype).reshape(-1), (batch,))
+    if isinstance(input_set, LinfBall):
+        if jnp.ndim(input_set.eps) > 1 or (
+            jnp.ndim(input_set.eps) == 1 and jnp.shape(input_set.eps)[0] != batch
+        ):
+            raise ValueError("BCP takes a scalar or per-example Linf radius")
+        return x, eps * math.sqrt(n)  # the L2 ball circumscribing the Linf ball
+    if isinstance(input_set, (L2Ball, L1Ball)):
+        return x, eps  # an L1 ball lies in the L2 ball of the same radius
+    raise TypeError(f"BCP needs an L2, L1 or Linf ball, got {type(input_set).__name__}")
+
+
+def _activation_lipschitz(node: Node) -> float:
+    if node.op in ("relu", "leaky_relu", "reduce_max"):
+        return 1.0
+    if node.op == "max_pool":
+        # An input is in at most prod(ceil(window / stride)) windows.
+        dims, strides = node.params["window_dimensions"], node.params["window_strides"]
+        return math.sqrt(math.prod(-(-d // s) for d, s in zip(dims, strides, strict=True)))
+    raise UnsupportedOperation(node.op, node.source, "no Lipschitz constant for BCP")
+
+
+def _row_norms(node: Node, in_shape: tuple[int, ...], dtype: Any) -> Array:
+    """``||A_i||_2`` for every output ``i`` of a single-operand linear node."""
+    (i,) = node.bounded
+    squared = []
+    for k, a in enumerate(node.args):
+        if k == i:
+            squared.append(jnp.ones(in_shape, dtype))
+        elif node.op in ("dot_general", "conv_general_dilated", "mul", "div"):
+            squared.append(a * a)
+        else:
+            squared.append(a)
+    return _safe_sqrt(interval.propagate_radius(node, squared))
+
+
+def _per_example(rho: Array, like: Array) -> Array:
+    return rho.reshape((-1,) + (1,) * (like.ndim - 1))
+
+
+def propagate(
+    graph: Graph, input_set: InputSet, constants: dict[int, Array]
+) -> tuple[list[Array], list[Array], list[tuple[Array, Array]]]:
+    """Nominal values, ball radii ``(batch,)`` and boxes of every node."""
+    x, rho0 = _initial(input_set)
+    z: list[Any] = [x]
+    rho: list[Any] = [rho0]
+    boxes: list[Any] = [input_set.bounding_box()]
+    for node in graph.nodes[1:]:
+        ia_lo, ia_hi = interval.propagate_node(node, boxes)
+        if node.op in LINEAR_PRIMITIVES:
+            z_new = node.apply(*(z[a.index] if isinstance(a, Ref) else a for a in node.args))
+            radii = [rho[a.index] for a in node.args if isinstance(a, Ref)]
+            if len(radii) == 1:
+                (r,) = radii
+                r_new = constants[node.index] * r
+                in_shape = graph.nodes[node.inputs[0]].shape
+                half = _row_norms(node, in_shape, node.dtype) * _per_example(r, z_new)
+            else:
+                if node.op in ("concatenate", "stack"):
+                    r_new = _safe_sqrt(sum(r * r for r in radii))
+                else:  # sums and other multi-operand maps: triangle inequality
+                    r_new = sum(radii)
+                half = _per_example(r_new, z_new)
+        else:
+            (i,) = node.inputs
+            sigma_l = _activation_lipschitz(node)
+            z_new = node.apply(z[i]) if node.op in ("max_pool", "reduce_max") else _act(node, z[i])
+            r_new = sigma_l * rho[i]
+            half = _per_example(r_new, z_new)
+        lo = jnp.maximum(ia_lo, z_new - half)
+        hi = jnp.minimum(ia_hi, z_new + half)
+        z.append(z_new)
+        rho.append(r_new)
+        boxes.append((lo, hi))
+    return z, rho, boxes
+
+
+def _act(node: Node, z: Array) -> Array:
+    if node.op == "relu":
+        return jax.nn.relu(z)
+    k = node.params["slope"]
+    return jnp.maximum(z, k * z)
+
+
+def bcp_lower(
+    graph: Graph,
+    input_set: InputSet,
+    A: Array,
+    constants: dict[int, Array],
+    solver_iters: int | None = None,
+    use_box: bool = True,
+) -> tuple[Array, list[tuple[Array, Array]]]:
+    """Lower bounds of ``A . fn(x')`` over the set by BCP; also every node's box.
+
+    Args:
+      graph: the batched trace of ``fn``.
+      A: ``(batch, n_spec, *out_shape[1:])`` specification at the output.
+      constants: Lipschitz constants by node index (:func:`certified_lipschitz` for a
+        certificate, :func:`power_iteration` in training).
+      solver_iters: rounds of :func:`ball_box_minimum` (None: to convergence).
+      use_box: False gives the ball alone at the last layer: the global Lipschitz
+        margin of LMT (``c . z - rho ||c||``), the baseline BCP improves on.
+    """
+    z, rho, boxes = propagate(graph, input_set, constants)
+    stops = linear.activation_stops(graph)
+    # Walk the affine tail back from the output; stop at activations without
+    # concretising (zero-width boxes), to read the coefficients A_p at each of them.
+    zero_boxes = [
+        (jnp.zeros_like(b[0]), jnp.zeros_like(b[0])) if n.index in stops else b
+        for n, b in zip(graph.nodes, boxes, strict=True)
+    ]
+    ctx = linear.Context(graph, zero_boxes, linear.slope_chooser("adaptive"))
+    A_in, bias, kept = linear.backward_coefficients(ctx, graph.output, A, stop=stops, keep=stops)
+    if A_in is None and len(kept) == 1:
+        ((p, A_p),) = kept.items()
+        batch, n_spec = A_p.shape[:2]
+        c = A_p.reshape(batch, n_spec, -1)
+        flat = lambda a: jnp.broadcast_to(a.reshape(batch, 1, -1), c.shape)  # noqa: E731
+        lo, hi = boxes[p]
+        if not use_box:
+            value = jnp.sum(c * flat(z[p]), -1) - rho[p][:, None] * _norm(c, keepdims=False)
+            return bias + value, boxes
+        value = ball_box_minimum(
+            c,
+            flat(z[p]),
+            jnp.broadcast_to(rho[p][:, None], (batch, n_spec)),
+            flat(lo),
+            flat(hi),
+            solver_iters,
+        )
+        return bias + value, boxes
+    # Several nodes (or the input) feed the output affinely: their boxes, soundly.
+    lower = bias
+    for index, A_node in kept.items():
+        lower = lower + linear.concretize_interval(A_node, boxes[index])
+    if A_in is not None:
+        lower = lower + input_set.concretize(A_in)[0]
+    return lower, boxes
