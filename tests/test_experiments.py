@@ -42,7 +42,11 @@ def _load(name, arg=None):
         for d in ("mnist", "cifar10")
         for m in ("double-margin", "double-margin-s", "ibp+v", "ibp-reg", "adv+rs", "l1")
     ]
-    + [("tightness_table2", a) for a in ("0.1", "0.3", "0.3,0.0")],
+    + [("tightness_table2", a) for a in ("0.1", "0.3", "0.3,0.0")]
+    + [
+        ("bcp_table32", a)
+        for a in ("mnist,4c3f,bcp", "mnist,4c3f,lmt", "cifar10,4c3f,bcp", "cifar10,6c2f,bcp")
+    ],
 )
 def test_experiment_configs_validate(name, arg):
     validate(_load(name, arg))
@@ -59,6 +63,7 @@ def test_every_experiment_file_is_covered():
         "singleprop_table1",
         "doublemargin_table2",
         "tightness_table2",
+        "bcp_table32",
     }
 
 
@@ -88,3 +93,13 @@ def test_regulariser_paper_settings():
     assert _load("tightness_table2", "0.3,0.0").method.name == "crown-ibp"
     with pytest.raises(ValueError, match="model must be"):
         _load("singleprop_table1", "mnist,wide,singleprop-zero")
+
+
+def test_bcp_settings():
+    c = _load("bcp_table32", "mnist,4c3f,bcp")
+    assert c.method.norm == c.certify.norm == "l2" and c.certify.eps == pytest.approx(1.58)
+    assert c.method.bcp_solver_iters == 10 and c.train.lr == pytest.approx(3e-4)
+    c = _load("bcp_table32", "cifar10,6c2f,bcp")
+    assert c.model.name == "cnn_6c2f" and c.method.eps_train == pytest.approx(36 / 255)
+    with pytest.raises(ValueError, match="bcp or lmt"):
+        _load("bcp_table32", "mnist,4c3f,ibp")
