@@ -10,6 +10,7 @@ Outputs ``certify.json``, ``certify.md`` and ``certify.png`` in the work directo
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 
 from jaxcert.attacks import pgd
 from jaxcert.bounds import bound
+from jaxcert.ensemble import ensemble
 from jaxcert.losses import verified
 from jaxcert.sets import L2Ball, LinfBall
 from jaxcert.specs import margin_spec
@@ -228,6 +230,17 @@ def certify(config: Any, workdir: str | Path) -> dict[str, Any]:
     from jaxcert.train import restore_params
 
     exp, params, step = restore_params(config, workdir)
+    apply_fn = exp.apply_fn
+    if config.certify.ensemble_workdirs:
+        # Certify the averaged logits of this run and the others (DoubleMargin App. H).
+        members = [params] + [
+            restore_params(config, other)[1] for other in config.certify.ensemble_workdirs
+        ]
+        averaged = ensemble([functools.partial(exp.apply_fn, m) for m in members])
+
+        def apply_fn(_: Any, x: Array) -> Array:
+            return averaged(x)
+
     ds = exp.dataset
     n = config.certify.num_examples
     x = ds.x_test[:n] if n > 0 else ds.x_test
@@ -247,13 +260,15 @@ def certify(config: Any, workdir: str | Path) -> dict[str, Any]:
         return_masks=True,
     )
     x = x.astype(np.float32) / 255.0
-    report, masks = evaluate(exp.apply_fn, params, x, y, ds.num_classes, **kwargs)
+    report, masks = evaluate(apply_fn, params, x, y, ds.num_classes, **kwargs)
     if c.union_workdir:
         # The other model: same architecture and data, trained by another method.
         _, other_params, _ = restore_params(config, c.union_workdir)
         _, other_masks = evaluate(exp.apply_fn, other_params, x, y, ds.num_classes, **kwargs)
         report = union_report(report, masks, other_masks, str(c.union_workdir))
     report["checkpoint_step"] = step
+    if config.certify.ensemble_workdirs:
+        report["ensemble_of"] = [str(workdir), *map(str, config.certify.ensemble_workdirs)]
     report["model"] = config.model.name
     report["method"] = config.method.name
     report["data"] = config.data.name

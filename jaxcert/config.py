@@ -113,7 +113,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.certify.batch_size = 200
     c.certify.opt_steps = 20  # crown-opt steps
     c.certify.norm = "linf"  # "linf" or "l2" (verify L2-trained models with bcp/crown/ibp)
-    c.certify.union_workdir = ""  # another run's workdir: also report the union of certificates
+    c.certify.union_workdir = ""  # another run: also report the union of certificates
+    c.certify.ensemble_workdirs = ()  # other runs: certify the averaged logits with this one
     c.lock()  # unknown keys are errors, in experiment files and on the command line
     return c
 

@@ -324,6 +324,7 @@ def train(config: Any, workdir: str | Path, *, progress: bool = True) -> tuple[T
     metrics_path = workdir / "metrics.jsonl"
     bar = _progress(exp.total_steps, start_step, progress)
     last_saved = latest
+    board = _TensorBoard(workdir)
     try:
         for epoch in range(start_step // exp.steps_per_epoch, t.epochs):
             batch_iter = data_lib.batches(
@@ -366,6 +367,7 @@ def train(config: Any, workdir: str | Path, *, progress: bool = True) -> tuple[T
                     records.append(record)
                     with metrics_path.open("a") as f:
                         f.write(json.dumps(record) + "\n")
+                    board.write(step_done, values)
                 if step_done % t.checkpoint_every_steps == 0 or step_done == exp.total_steps:
                     if _all_finite(state.params):
                         manager.save(step_done, args=ocp.args.StandardSave(state))
@@ -374,10 +376,33 @@ def train(config: Any, workdir: str | Path, *, progress: bool = True) -> tuple[T
                     bar.update(1)
                     bar.set_postfix(loss=f"{values['loss']:.3f}", eps=f"{values['eps']:.3f}")
     finally:
+        board.close()
         manager.wait_until_finished()
         if bar is not None:
             bar.close()
     return state, records
+
+
+class _TensorBoard:
+    """Scalars to TensorBoard event files in ``workdir/tensorboard`` when tensorboardX is
+    installed (``pip install jaxcert[tensorboard]``); otherwise nothing."""
+
+    def __init__(self, workdir: Path):
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            self.writer = None
+        else:
+            self.writer = SummaryWriter(str(workdir / "tensorboard"))
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        if self.writer is not None:
+            for name, value in values.items():
+                self.writer.add_scalar(f"train/{name}", value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 def _progress(total: int, initial: int, enabled: bool):

@@ -92,3 +92,26 @@ def test_union_with_another_run_counts_either_models_certificates(trained, tmp_p
     assert report["verified_error"]["union"] <= report["verified_error"]["best"]
     assert len(report["certified_accuracy"]["union"]) == len(c2.certify.eps_grid)
     assert "verified (union)" in (workdir / "certify.md").read_text()
+
+
+def test_certify_an_ensemble_of_runs(trained, tmp_path):
+    import numpy as np
+
+    from jaxcert.train import restore_params
+
+    c, workdir, _ = trained
+    other = tiny_config(Path(c.data.path), "ibp", epochs=1)
+    other.seed = 1
+    train(other, tmp_path / "second", progress=False)
+    c2 = tiny_config(Path(c.data.path), "ibp", epochs=3)
+    c2.certify.verifiers = ("ibp", "crown-ibp")
+    c2.certify.ensemble_workdirs = (str(tmp_path / "second"),)
+    report = certify(c2, workdir)
+    assert report["ensemble_of"] == [str(workdir), str(tmp_path / "second")]
+    exp, p1, _ = restore_params(c2, workdir)
+    _, p2, _ = restore_params(c2, tmp_path / "second")
+    x = exp.dataset.x_test.astype(np.float32) / 255.0
+    logits = (exp.apply_fn(p1, x) + exp.apply_fn(p2, x)) / 2
+    clean_error = 1 - float(np.mean(np.argmax(logits, -1) == exp.dataset.y_test))
+    assert report["clean_error"] == pytest.approx(clean_error)
+    assert report["pgd_error"] <= report["verified_error"]["best"]

@@ -194,3 +194,23 @@ def test_checkpoints_without_method_state_still_restore(npz, tmp_path):
     assert step == 3
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(state.params), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_metrics_also_go_to_tensorboard(npz, tmp_path):
+    import struct
+
+    from tensorboardX.proto import event_pb2  # a test dependency (the [test] extra)
+
+    train_lib.train(tiny_config(npz, "ibp", epochs=1), tmp_path, progress=False)
+    (path,) = (tmp_path / "tensorboard").glob("events.out.tfevents.*")
+    data, losses = path.read_bytes(), []
+    while data:  # TFRecord framing: length, crc, payload, crc
+        (length,) = struct.unpack("<Q", data[:8])
+        event = event_pb2.Event.FromString(data[12 : 12 + length])
+        data = data[16 + length :]
+        losses += [
+            (event.step, v.simple_value) for v in event.summary.value if v.tag == "train/loss"
+        ]
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [s for s, _ in losses] == [r["step"] for r in records]
+    np.testing.assert_allclose([v for _, v in losses], [r["loss"] for r in records], rtol=1e-6)
