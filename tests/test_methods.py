@@ -8,6 +8,7 @@ import pytest
 
 from jaxcert import methods
 from jaxcert.config import default_config
+from jaxcert.domains.margins import MARGIN_METHODS
 from jaxcert.models import get_model
 
 X = jax.random.uniform(jax.random.PRNGKey(0), (16, 6, 6, 1))
@@ -26,6 +27,22 @@ def _apply(params, x):
     return MODEL.apply({"params": params}, x)
 
 
+def _train_a_few_steps(loss_fn, hp, steps=8):
+    """Adam steps on the shared tiny model; asserts finite losses and gradients."""
+    step = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
+    opt = optax.adam(1e-2)
+    params, state = PARAMS, opt.init(PARAMS)
+    losses = []
+    for i in range(steps):
+        (loss, metrics), grads = step(params, X, Y, hp, jax.random.PRNGKey(i))
+        assert np.isfinite(float(loss))
+        assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+        losses.append(float(loss))
+        updates, state = opt.update(grads, state)
+        params = optax.apply_updates(params, updates)
+    return losses, metrics
+
+
 def _loss(name, **overrides):
     cfg = default_config().method
     for k, v in overrides.items():
@@ -37,18 +54,7 @@ def _loss(name, **overrides):
     "name", ["natural", "pgd", "ibp", "crown-ibp", "crown-ibp-opt", "cap-ibp", "crown", "fastlin"]
 )
 def test_loss_is_finite_and_decreases_over_a_few_steps(name):
-    loss_fn = jax.jit(_loss(name, pgd_steps=3))
-    opt = optax.adam(1e-2)
-    params, state = PARAMS, opt.init(PARAMS)
-    losses = []
-    for i in range(8):
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params, X, Y, HP, jax.random.PRNGKey(i)
-        )
-        assert np.isfinite(float(loss)), name
-        losses.append(float(loss))
-        updates, state = opt.update(grads, state)
-        params = optax.apply_updates(params, updates)
+    losses, metrics = _train_a_few_steps(_loss(name, pgd_steps=3), HP)
     assert losses[-1] < losses[0], (name, losses)
     assert 0 <= float(metrics["clean_acc"]) <= 1
 
@@ -93,34 +99,14 @@ def test_static_use_linear_false_skips_the_linear_bound():
     assert program_size(False) < 0.75 * program_size(True)
 
 
-REGULARIZED = [
-    "singleprop-zero",
-    "singleprop-fastlin",
-    "singleprop-crown",
-    "double-margin",
-    "double-margin-s",
-    "ibp+v",
-    "ibp-reg",
-]
+REGULARIZED = [*MARGIN_METHODS, "ibp-reg"]
 TIGHT = ["crown-ibp-tight", "crown-tight", "fastlin-tight"]
 
 
 @pytest.mark.parametrize("name", REGULARIZED + TIGHT)
 def test_regulariser_methods_train(name):
     hp = dict(HP, lam=jnp.float32(0.5))
-    loss_fn = jax.jit(_loss(name, tight_d=0.1, tight_r=0.1))
-    opt = optax.adam(1e-2)
-    params, state = PARAMS, opt.init(PARAMS)
-    losses = []
-    for i in range(8):
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params, X, Y, hp, jax.random.PRNGKey(i)
-        )
-        assert np.isfinite(float(loss)), name
-        assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads)), name
-        losses.append(float(loss))
-        updates, state = opt.update(grads, state)
-        params = optax.apply_updates(params, updates)
+    losses, metrics = _train_a_few_steps(_loss(name, tight_d=0.1, tight_r=0.1), hp)
     assert losses[-1] < losses[0], (name, losses)
     if name in TIGHT:
         assert float(metrics["tight_d"]) >= -1e-5 and float(metrics["tight_r"]) >= 0

@@ -122,6 +122,20 @@ def _in_shape(graph: Graph, node: Node) -> tuple[int, ...]:
     return graph.nodes[node.args[i].index].shape
 
 
+def _linear_nodes(graph: Graph):
+    """``(node, bounded operand shape)`` of every single-operand linear node."""
+    for node in graph.nodes[1:]:
+        if _single_operand(node):
+            yield node, _in_shape(graph, node)
+
+
+def _unweighted_constant(node: Node, in_shape: tuple[int, ...]) -> Array:
+    """1 for maps that only move entries; the Hölder bound for the rest."""
+    if node.op in _NORM_ONE:
+        return jnp.ones((), node.dtype)
+    return _holder_bound(node, in_shape, node.dtype)
+
+
 def certified_lipschitz(graph: Graph) -> dict[int, Array]:
     """Upper bounds of the L2 Lipschitz constant of every single-operand linear node.
 
@@ -130,14 +144,8 @@ def certified_lipschitz(graph: Graph) -> dict[int, Array]:
     SVD's rounding); every node also gets the Hölder bound, and the smaller is kept.
     """
     out: dict[int, Array] = {}
-    for node in graph.nodes[1:]:
-        if not _single_operand(node):
-            continue
-        if node.op in _NORM_ONE:
-            out[node.index] = jnp.ones((), node.dtype)
-            continue
-        in_shape = _in_shape(graph, node)
-        bound = _holder_bound(node, in_shape, node.dtype)
+    for node, in_shape in _linear_nodes(graph):
+        bound = _unweighted_constant(node, in_shape)
         n_in, n_out = math.prod(in_shape), math.prod(node.shape)
         if node.op in WEIGHTED_OPS and n_in * n_out <= _MAX_EXACT_ENTRIES:
             f = _linear_part(node)
@@ -168,17 +176,11 @@ def power_iteration(
     """
     vectors = dict(vectors or {})
     out: dict[int, Array] = {}
-    keys = iter(jax.random.split(key, len(graph.nodes)))
-    for node in graph.nodes[1:]:
-        k = next(keys)
-        if not _single_operand(node):
-            continue
-        if node.op in _NORM_ONE:
-            out[node.index] = jnp.ones((), node.dtype)
-            continue
-        in_shape = _in_shape(graph, node)
+    keys = jax.random.split(key, len(graph.nodes))
+    for node, in_shape in _linear_nodes(graph):
+        k = keys[node.index]
         if node.op not in WEIGHTED_OPS:
-            out[node.index] = _holder_bound(node, in_shape, node.dtype)
+            out[node.index] = _unweighted_constant(node, in_shape)
             continue
         f = _linear_part(node)
         name = str(node.index)
