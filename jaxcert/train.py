@@ -48,6 +48,8 @@ class TrainState:
     key: Array
     # What a method carries between steps (BCP's power-iteration vectors); {} if none.
     method_state: Any = flax.struct.field(default_factory=dict)
+    # Batch-norm running averages; {} for models without batch norm.
+    batch_stats: Any = flax.struct.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -63,6 +65,7 @@ class Experiment:
     schedules: sched.Schedules
     steps_per_epoch: int
     total_steps: int
+    bn_momentum: float | None = None  # batch-norm models: running averages' momentum
 
 
 def load_data(config: Any) -> data_lib.Dataset:
@@ -88,9 +91,42 @@ def build_model(
     model = get_model(config.model.name, **kwargs)
 
     def apply_fn(params: Any, x: Array) -> Array:
+        # Batch-norm models are evaluated with {"params": ..., "batch_stats": ...}.
+        if isinstance(params, dict) and set(params) == {"params", "batch_stats"}:
+            return model.apply(params, x)
         return model.apply({"params": params}, x)
 
     return model, apply_fn
+
+
+def clean_batch_stats(model: Any, params: Any, running: Any, x: Array) -> Any:
+    """The batch-norm statistics of the (clean) batch ``x``: the model cloned with
+    momentum 0 and run in training mode. A function of ``params``, so the gradient
+    flows through them, as in the CROWN-IBP code's batch-norm training."""
+    _, updates = model.clone(bn_momentum=0.0).apply(
+        {"params": params, "batch_stats": running}, x, train=True, mutable=["batch_stats"]
+    )
+    return updates["batch_stats"]
+
+
+def _with_batch_stats(model: Any, name: str, num_classes: int, method_config: Any):
+    """The method's loss for a batch-norm model: every forward pass and bound of the
+    step uses eval-mode batch norm with the clean batch's statistics (constants of the
+    perturbation, so the bounds stay sound); they are returned in the metrics as
+    ``batch_stats`` for the running averages."""
+
+    def loss_fn(params, x, y, hparams, rng):
+        stats = clean_batch_stats(model, params, hparams["batch_stats"], x)
+
+        def apply(p: Any, z: Array) -> Array:
+            return model.apply({"params": p, "batch_stats": stats}, z)
+
+        loss, metrics = make_loss(name, apply, num_classes, method_config)(
+            params, x, y, hparams, rng
+        )
+        return loss, {**metrics, "batch_stats": stats}
+
+    return loss_fn
 
 
 def build(config: Any, dataset: data_lib.Dataset | None = None) -> Experiment:
@@ -128,9 +164,37 @@ def build(config: Any, dataset: data_lib.Dataset | None = None) -> Experiment:
         weight_decay=t.weight_decay,
         grad_clip_norm=t.grad_clip_norm if t.grad_clip_norm > 0 else None,
     )
-    loss_fn = make_loss(m.name, apply_fn, dataset.num_classes, m)
+    sample = jax.ShapeDtypeStruct((1, *dataset.x_train.shape[1:]), jnp.float32)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), sample)
+    bn_momentum = None
+    if "batch_stats" in shapes:
+        bn_momentum = getattr(model, "bn_momentum", None)
+        if bn_momentum is None:
+            raise ValueError(
+                f"model {type(model).__name__} has batch-norm statistics but no "
+                "'bn_momentum' attribute: training needs it to read the clean batch's "
+                "statistics (see jaxcert.models.ResNetSmall)"
+            )
+        loss_fn = _with_batch_stats(model, m.name, dataset.num_classes, m)
+    else:
+        loss_fn = make_loss(m.name, apply_fn, dataset.num_classes, m)
+    extra = set(shapes) - {"params", "batch_stats"}
+    if extra:
+        raise ValueError(
+            f"model {type(model).__name__} has state {sorted(extra)}; only 'params' and "
+            "'batch_stats' are supported"
+        )
     return Experiment(
-        dataset, model, apply_fn, loss_fn, optimizer, lr, schedules, steps_per_epoch, total
+        dataset,
+        model,
+        apply_fn,
+        loss_fn,
+        optimizer,
+        lr,
+        schedules,
+        steps_per_epoch,
+        total,
+        bn_momentum,
     )
 
 
@@ -138,11 +202,6 @@ def init_state(exp: Experiment, seed: int) -> TrainState:
     init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
     sample = jnp.zeros((1, *exp.dataset.x_train.shape[1:]), jnp.float32)
     variables = exp.model.init(init_key, sample)
-    if set(variables) != {"params"}:
-        raise ValueError(
-            f"model {type(exp.model).__name__} has state {sorted(set(variables) - {'params'})} "
-            "(e.g. batch-norm statistics); training such models is not supported yet"
-        )
     params = variables["params"]
     init_method = getattr(exp.loss_fn, "init_method_state", None)
     method_state = init_method(params, sample, init_key) if init_method is not None else {}
@@ -152,6 +211,7 @@ def init_state(exp: Experiment, seed: int) -> TrainState:
         opt_state=exp.optimizer.init(params),
         key=train_key,
         method_state=method_state,
+        batch_stats=variables.get("batch_stats", {}),
     )
 
 
@@ -162,7 +222,9 @@ def _restore(manager: ocp.CheckpointManager, step: int, template: TrainState) ->
     except ValueError:
         fields = {k: getattr(template, k) for k in ("step", "params", "opt_state", "key")}
         old = manager.restore(step, args=ocp.args.StandardRestore(fields))
-        return TrainState(**old, method_state=template.method_state)
+        return TrainState(
+            **old, method_state=template.method_state, batch_stats=template.batch_stats
+        )
 
 
 def make_train_step(exp: Experiment, augment: bool) -> Callable[..., tuple[TrainState, dict]]:
@@ -188,14 +250,31 @@ def make_train_step(exp: Experiment, augment: bool) -> Callable[..., tuple[Train
             "lam": exp.schedules.lam(state.step) if lam is None else lam,
         }
         grad_fn = jax.value_and_grad(exp.loss_fn, has_aux=True)
-        inputs = {**hparams, "use_linear": use_linear, "method_state": state.method_state}
+        inputs = {
+            **hparams,
+            "use_linear": use_linear,
+            "method_state": state.method_state,
+            "batch_stats": state.batch_stats,
+        }
         (_, metrics), grads = grad_fn(state.params, x, y, inputs, loss_key)
         method_state = metrics.pop("method_state", state.method_state)
+        batch_stats = state.batch_stats
+        if exp.bn_momentum is not None:
+            m = exp.bn_momentum
+            batch_stats = jax.tree.map(
+                lambda old, new: m * old + (1 - m) * jax.lax.stop_gradient(new),
+                state.batch_stats,
+                metrics.pop("batch_stats"),
+            )
         updates, opt_state = exp.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {**metrics, **hparams, "lr": exp.learning_rate(state.step)}
         new_state = state.replace(
-            step=state.step + 1, params=params, opt_state=opt_state, method_state=method_state
+            step=state.step + 1,
+            params=params,
+            opt_state=opt_state,
+            method_state=method_state,
+            batch_stats=batch_stats,
         )
         return new_state, metrics
 
@@ -224,7 +303,10 @@ def _to_python(metrics: dict[str, Array]) -> dict[str, float]:
 
 
 def restore_params(config: Any, workdir: str | Path) -> tuple[Experiment, Any, int]:
-    """The experiment and the parameters of the latest checkpoint in ``workdir``."""
+    """The experiment and the parameters of the latest checkpoint in ``workdir``.
+
+    For batch-norm models the "parameters" are ``{"params", "batch_stats"}`` (the
+    running averages), which ``exp.apply_fn`` evaluates in eval mode."""
     workdir = Path(workdir)
     exp = build(config)
     manager = _checkpoint_manager(workdir, config.train.keep_checkpoints)
@@ -233,22 +315,31 @@ def restore_params(config: Any, workdir: str | Path) -> tuple[Experiment, Any, i
         raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}: train first")
     template = init_state(exp, config.seed)
     state = _restore(manager, latest, template)
+    if exp.bn_momentum is not None:  # what exp.apply_fn takes for batch-norm models
+        return exp, {"params": state.params, "batch_stats": state.batch_stats}, int(latest)
     return exp, state.params, int(latest)
 
 
 def validation_means(
-    exp: Experiment, params: Any, hparams: dict[str, Any], batch_size: int
+    exp: Experiment,
+    params: Any,
+    hparams: dict[str, Any],
+    batch_size: int,
+    batch_stats: Any = None,
 ) -> dict[str, float]:
     """The method's metrics averaged over the validation split (full batches)."""
     ds = exp.dataset
     if ds.x_val is None or len(ds.x_val) == 0:
         raise ValueError("no validation split: set data.validation_size > 0")
+    hparams = {**hparams, "batch_stats": batch_stats if batch_stats is not None else {}}
     metrics_fn = jax.jit(lambda p, x, y, hp: exp.loss_fn(p, x, y, hp, jax.random.PRNGKey(0))[1])
     totals: dict[str, float] = {}
     n = 0
     size = min(batch_size, len(ds.x_val))
     for x, y in data_lib.batches(ds.x_val, ds.y_val, size, seed=0, epoch=0, shuffle=False):
-        values = _to_python(metrics_fn(params, jnp.asarray(x), jnp.asarray(y), hparams))
+        metrics = metrics_fn(params, jnp.asarray(x), jnp.asarray(y), hparams)
+        metrics = {k: v for k, v in metrics.items() if k not in ("method_state", "batch_stats")}
+        values = _to_python(metrics)
         for k, v in values.items():
             totals[k] = totals.get(k, 0.0) + v
         n += 1
@@ -256,7 +347,7 @@ def validation_means(
 
 
 def _adaptive_lambda_for_epoch(
-    exp: Experiment, config: Any, params: Any, step: int, record_path: Path
+    exp: Experiment, config: Any, state: TrainState, step: int, record_path: Path
 ) -> float:
     """SingleProp's AHS lambda for the epoch starting at ``step``, recorded in
     ``record_path`` so that a resumed run reuses the value instead of recomputing it
@@ -270,7 +361,7 @@ def _adaptive_lambda_for_epoch(
         "beta": exp.schedules.beta(step),
         "lam": jnp.float32(0.0),
     }
-    means = validation_means(exp, params, hparams, config.train.batch_size)
+    means = validation_means(exp, state.params, hparams, config.train.batch_size, state.batch_stats)
     if "regularizer" not in means:
         raise ValueError(
             f"method.adaptive_lambda needs a regulariser method (CE + lambda R); "
@@ -342,7 +433,7 @@ def train(config: Any, workdir: str | Path, *, progress: bool = True) -> tuple[T
                     epoch_start = epoch * exp.steps_per_epoch
                     lam = jnp.float32(
                         _adaptive_lambda_for_epoch(
-                            exp, config, state.params, epoch_start, workdir / "ahs.json"
+                            exp, config, state, epoch_start, workdir / "ahs.json"
                         )
                     )
                 x = jax.device_put(jnp.asarray(x), sharded)

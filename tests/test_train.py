@@ -214,3 +214,44 @@ def test_metrics_also_go_to_tensorboard(npz, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [s for s, _ in losses] == [r["step"] for r in records]
     np.testing.assert_allclose([v for _, v in losses], [r["loss"] for r in records], rtol=1e-6)
+
+
+def test_batch_norm_models_train_with_clean_batch_statistics(npz, tmp_path):
+    from jaxcert.certify import certify
+
+    c = tiny_config(npz, "crown-ibp", epochs=2)
+    c.model.name = "resnet_small"
+    exp = train_lib.build(c)
+    assert exp.bn_momentum == pytest.approx(0.9)
+    init = train_lib.init_state(exp, c.seed)
+    # The step's loss equals the method's loss with eval-mode batch norm at the clean
+    # batch's own statistics.
+    x = jax.numpy.asarray(exp.dataset.x_train[:20], jax.numpy.float32) / 255.0
+    y = jax.numpy.asarray(exp.dataset.y_train[:20])
+    hp = {"eps": 0.02, "kappa": 0.5, "beta": 0.5, "lam": 0.0, "batch_stats": init.batch_stats}
+    loss, metrics = exp.loss_fn(init.params, x, y, hp, jax.random.PRNGKey(0))
+    stats = train_lib.clean_batch_stats(exp.model, init.params, init.batch_stats, x)
+    conv = stats["BatchNorm_0"]
+    from jaxcert.methods import make_loss
+
+    def apply(p, z):
+        return exp.model.apply({"params": p, "batch_stats": stats}, z)
+
+    want, _ = make_loss("crown-ibp", apply, 3, c.method)(
+        init.params, x, y, hp, jax.random.PRNGKey(0)
+    )
+    np.testing.assert_allclose(loss, want, rtol=1e-6)
+    np.testing.assert_allclose(metrics["batch_stats"]["BatchNorm_0"]["mean"], conv["mean"])
+    assert not np.allclose(conv["mean"], init.batch_stats["BatchNorm_0"]["mean"])
+
+    # A random 7-conv ResNet's bounds are loose (IBP widths grow ~10x per layer), so
+    # the robust loss jumps as eps ramps up; once eps is fixed (step 8) it must fall.
+    c.method.eps_train = 0.002
+    state, records = train_lib.train(c, tmp_path, progress=False)
+    assert records[-1]["eps"] == records[8]["eps"]
+    assert records[-1]["loss"] < 0.5 * records[8]["loss"]
+    before = np.asarray(init.batch_stats["BatchNorm_0"]["var"])
+    assert not np.allclose(np.asarray(state.batch_stats["BatchNorm_0"]["var"]), before)
+    c.certify.verifiers = ("ibp", "crown-ibp")
+    report = certify(c, tmp_path)  # eval mode with the running averages
+    assert report["clean_error"] <= report["pgd_error"] <= report["verified_error"]["best"]

@@ -12,9 +12,9 @@ import jax
 from jaxcert.models.normalize import normalize
 
 
-def _batch_norm(train: bool) -> nn.BatchNorm:
+def _batch_norm(train: bool, momentum: float) -> nn.BatchNorm:
     # PyTorch's defaults (momentum 0.1 there = 0.9 here, eps 1e-5), as in the papers' code.
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)
+    return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=1e-5)
 
 
 class ResidualBlock(nn.Module):
@@ -26,19 +26,20 @@ class ResidualBlock(nn.Module):
 
     features: int
     stride: int = 1
+    bn_momentum: float = 0.9
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         strides = (self.stride, self.stride)
         # Symmetric padding 1 (not "SAME", which pads a stride-2 conv asymmetrically).
         y = nn.Conv(self.features, (3, 3), strides=strides, padding=1, use_bias=False)(x)
-        y = nn.relu(_batch_norm(train)(y))
+        y = nn.relu(_batch_norm(train, self.bn_momentum)(y))
         y = nn.Conv(self.features, (3, 3), padding=1, use_bias=False)(y)
-        y = _batch_norm(train)(y)
+        y = _batch_norm(train, self.bn_momentum)(y)
         shortcut = x
         if self.stride != 1 or x.shape[-1] != self.features:
             shortcut = nn.Conv(self.features, (1, 1), strides=strides, use_bias=False)(x)
-            shortcut = _batch_norm(train)(shortcut)
+            shortcut = _batch_norm(train, self.bn_momentum)(shortcut)
         return nn.relu(y + shortcut)
 
 
@@ -50,6 +51,8 @@ class ResNetSmall(nn.Module):
     Input (batch, H, W, C) in [0, 1]; output (batch, num_classes) logits.
     Call with ``train=True`` and ``mutable=["batch_stats"]`` to use and update batch
     statistics; the default ``train=False`` uses running averages (the certifiable form).
+    ``bn_momentum`` is the running averages' momentum; training clones the model with
+    momentum 0 to read the clean batch's own statistics (see :mod:`jaxcert.train`).
     """
 
     num_classes: int = 10
@@ -57,6 +60,7 @@ class ResNetSmall(nn.Module):
     std: tuple[float, ...] | None = None
     widths: tuple[int, ...] = (16, 32, 64)
     strides: tuple[int, ...] = (1, 2, 2)
+    bn_momentum: float = 0.9
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -67,9 +71,9 @@ class ResNetSmall(nn.Module):
             raise ValueError(f"widths {self.widths} and strides {self.strides} differ in length")
         x = normalize(x, self.mean, self.std)
         x = nn.Conv(self.widths[0], (3, 3), padding=1, use_bias=False)(x)
-        x = nn.relu(_batch_norm(train)(x))
+        x = nn.relu(_batch_norm(train, self.bn_momentum)(x))
         for width, stride in zip(self.widths, self.strides, strict=True):
-            x = ResidualBlock(width, stride)(x, train)
+            x = ResidualBlock(width, stride, self.bn_momentum)(x, train)
         # Global average pooling as an avg_pool over the whole map: a linear op the engine knows.
         x = nn.avg_pool(x, window_shape=x.shape[1:3])
         x = x.reshape((x.shape[0], -1))
