@@ -114,3 +114,41 @@ def test_user_slopes_change_the_final_pass_only_where_unstable():
         jaxcert.bound(fn, s, "crown-ibp", spec=C, slopes={"relu_9": ones[names[0]]})
     with pytest.raises(ValueError, match="must have shape"):
         jaxcert.bound(fn, s, "crown-ibp", spec=C, slopes={names[0]: jnp.ones((1,))})
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(window_strides=(1, 1), padding="VALID"),
+        dict(window_strides=(2, 2), padding=((1, 0), (0, 1))),
+        dict(window_strides=(1, 2), padding="SAME", rhs_dilation=(2, 1)),
+        dict(window_strides=(1, 1), padding="VALID", feature_group_count=2),
+    ],
+)
+def test_conv_transpose_has_the_gradient_of_plain_autodiff(kwargs):
+    # The conv rule's hand-written VJP must equal differentiating the transpose itself.
+    from jax import lax
+
+    from jaxcert.domains.linear import _conv_transpose
+
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
+    x_shape = (6, 7, 7, 4)
+    w = jax.random.normal(k1, (3, 3, 4 // kwargs.get("feature_group_count", 1), 6))
+
+    def conv(x, w):
+        dn = ("NHWC", "HWIO", "NHWC")
+        return lax.conv_general_dilated(x, w, dimension_numbers=dn, **kwargs)
+
+    out_shape = jax.eval_shape(conv, jnp.zeros(x_shape), w).shape
+    a = jax.random.normal(k2, out_shape)
+    g = jax.random.normal(k3, x_shape)
+
+    def plain(a, w):
+        return jax.vjp(lambda x: conv(x, w), jnp.zeros(x_shape))[1](a)[0]
+
+    fast = _conv_transpose(conv, x_shape, jnp.float32)
+    np.testing.assert_allclose(fast(a, w), plain(a, w), rtol=1e-5, atol=1e-5)
+    for argnum in (0, 1):
+        want = jax.grad(lambda a, w: jnp.sum(g * plain(a, w)), argnum)(a, w)
+        got = jax.grad(lambda a, w: jnp.sum(g * fast(a, w)), argnum)(a, w)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
