@@ -206,7 +206,7 @@ def compare(torch, auto_lirpa, name, in_shape, batch, full_batch, eps) -> list[d
         a = np.asarray(ours(params, s, C[:n]))
         b = theirs().numpy()
         rel = float(np.max(np.abs(a - b)) / max(1.0, float(np.max(np.abs(b)))))
-        t_ours = _median(lambda: jax.block_until_ready(ours(params, s, C[:n])))
+        t_ours = _median(lambda f=ours, s=s, n=n: jax.block_until_ready(f(params, s, C[:n])))
         t_theirs = _median(theirs)
         rows.append(
             {
