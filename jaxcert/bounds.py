@@ -68,6 +68,11 @@ class Bounds:
     ``intermediate`` (when asked for) maps each activation node's name (``"relu_0"``,
     ``"relu_1"``, ...) to the :class:`Bounds` of its input (the pre-activation),
     shaped ``(batch, *node_shape[1:])``.
+
+    Example:
+      >>> b = jaxcert.bound(jax.nn.relu, jaxcert.Box(-jnp.ones((1, 2)), jnp.ones((1, 2))))
+      >>> b.lower, b.upper
+      (Array([[0., 0.]], dtype=float32), Array([[1., 1.]], dtype=float32))
     """
 
     lower: Array
@@ -175,8 +180,8 @@ def bound(
       >>> x = jnp.array([[0.5, -0.5]])
       >>> fn = lambda x: jax.nn.relu(x @ jnp.array([[1.0], [1.0]]))
       >>> b = jaxcert.bound(fn, jaxcert.LinfBall(x, 0.1), method="crown")
-      >>> b.lower, b.upper
-      (Array([[0.]], dtype=float32), Array([[0.2]], dtype=float32))
+      >>> float(b.lower[0, 0]), round(float(b.upper[0, 0]), 6)
+      (0.0, 0.2)
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")

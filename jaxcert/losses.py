@@ -58,7 +58,7 @@ def range_regularizer(lower: Array, upper: Array, logits: Array, y: Array) -> Ar
     Example:
       >>> z = jnp.array([[1.0, 0.0]])
       >>> float(range_regularizer(z - 0.5, z + 0.5, z, jnp.array([0])))  # CE(0.5, 0.5) - CE(1, 0)
-      0.3799...
+      0.3798...
     """
     onehot = jax.nn.one_hot(y, logits.shape[-1], dtype=bool)
     worst = jnp.where(onehot, lower, upper)

@@ -94,7 +94,13 @@ def _poison(valid: Array | bool, *xs: Array) -> tuple[Array, ...]:
 
 
 class InputSet(abc.ABC):
-    """A batched set of inputs ``{x' : x' in S_b}`` for each example ``b``."""
+    """A batched set of inputs ``{x' : x' in S_b}`` for each example ``b``.
+
+    Example (every set answers the same questions):
+      >>> s = LinfBall(jnp.zeros((1, 2)), 0.5)
+      >>> s.shape, s.concretize(jnp.array([[[1.0, 1.0]]]))[0]
+      ((1, 2), Array([[-1.]], dtype=float32))
+    """
 
     @property
     @abc.abstractmethod
@@ -448,8 +454,8 @@ class L0Ball(InputSet):
 
     Example:
       >>> s = L0Ball(jnp.array([[0.5, 0.5, 0.5]]), k=1)
-      >>> s.concretize(jnp.array([[[1.0, -2.0, 0.5]]]))
-      (Array([[-1.]], dtype=float32), Array([[1.]], dtype=float32))
+      >>> s.concretize(jnp.array([[[1.0, -2.0, 0.5]]]))  # -0.25 -/+ moving the 2nd entry
+      (Array([[-1.25]], dtype=float32), Array([[0.75]], dtype=float32))
     """
 
     center: Array
