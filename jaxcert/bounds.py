@@ -216,6 +216,7 @@ def bound(
         return _split(graph, intervals, both, n_spec, bound_upper, return_intermediate)
 
     if method in ("bcp", "lmt"):
+        lipschitz_lib.check_supported(graph)
         if lipschitz is None:
             lipschitz = lipschitz_lib.certified_lipschitz(lipschitz_lib.unit_graph(fn, input_set))
         both, intervals = lipschitz_lib.bcp_lower(

@@ -48,6 +48,7 @@ __all__ = [
     "power_iteration",
     "bcp_lower",
     "ball_box_minimum",
+    "check_supported",
 ]
 
 WEIGHTED_OPS = ("dot_general", "conv_general_dilated")
@@ -308,6 +309,14 @@ def _initial(input_set: InputSet) -> tuple[Array, Array]:
     if isinstance(input_set, (L2Ball, L1Ball)):
         return x, eps  # an L1 ball lies in the L2 ball of the same radius
     raise TypeError(f"BCP needs an L2, L1 or Linf ball, got {type(input_set).__name__}")
+
+
+def check_supported(graph: Graph) -> None:
+    """Raises :class:`UnsupportedOperation` for a node BCP has no Lipschitz rule for
+    (before any constant is computed)."""
+    for node in graph.nodes[1:]:
+        if node.op not in LINEAR_PRIMITIVES:
+            _activation_lipschitz(node)
 
 
 def _activation_lipschitz(node: Node) -> float:
