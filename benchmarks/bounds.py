@@ -28,10 +28,9 @@ from pathlib import Path
 import jax
 
 import jaxcert
+from benchmarks.report import write_section
 from jaxcert.models import get_model
 
-MARK_START = "<!-- bounds:start -->"
-MARK_END = "<!-- bounds:end -->"
 # Methods that bound every intermediate neuron by its own backward pass.
 FULL_METHODS = ("crown", "fastlin", "crown-opt")
 
@@ -152,18 +151,6 @@ def to_markdown(rows: list[dict], header: dict) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, body: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{MARK_START}\n{body}\n{MARK_END}"
-    if MARK_START in text and MARK_END in text:
-        before, rest = text.split(MARK_START, 1)
-        _, after = rest.split(MARK_END, 1)
-        text = before + block + after
-    else:
-        text = text.rstrip() + "\n\n## Bounds: time per batch vs a forward pass\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small batches (CPU laptops)")
@@ -214,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         args.json.write_text(json.dumps({"header": header, "rows": rows}, indent=1))
     if args.write:
-        write_section(Path(__file__).resolve().parent.parent / "BENCHMARKS.md", table)
+        write_section("bounds", "Bounds: time per batch vs a forward pass", table)
 
 
 if __name__ == "__main__":

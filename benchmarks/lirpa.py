@@ -28,7 +28,6 @@ import statistics
 import sys
 import time
 import types
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -36,12 +35,11 @@ import numpy as np
 import optax
 
 import jaxcert
+from benchmarks.report import write_section
 from jaxcert import methods
 from jaxcert.config import default_config
 from jaxcert.models import get_model
 
-MARK_START = "<!-- lirpa:start -->"
-MARK_END = "<!-- lirpa:end -->"
 _LIRPA_METHOD = {"ibp": "IBP", "crown-ibp": "CROWN-IBP", "crown": "CROWN"}
 
 
@@ -259,17 +257,6 @@ def to_markdown(rows, header) -> str:
     return "\n".join(out)
 
 
-def write_section(path: Path, body: str) -> None:
-    text = path.read_text() if path.exists() else ""
-    block = f"{MARK_START}\n{body}\n{MARK_END}"
-    if MARK_START in text:
-        before, rest = text.split(MARK_START, 1)
-        text = before + block + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n## Side by side with auto_LiRPA\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="DM-small only")
@@ -295,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     body = to_markdown(rows, header)
     print(body)
     if args.write:
-        write_section(Path(__file__).resolve().parent.parent / "BENCHMARKS.md", body)
+        write_section("lirpa", "Side by side with auto_LiRPA", body)
 
 
 if __name__ == "__main__":

@@ -31,12 +31,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from benchmarks.report import write_section
 from jaxcert import methods
 from jaxcert.config import default_config
 from jaxcert.models import get_model
-
-MARK_START = "<!-- steps:start -->"
-MARK_END = "<!-- steps:end -->"
 
 METHODS = (
     "natural",
@@ -177,18 +175,6 @@ def to_markdown(rows: list[dict], header: dict, targets: list[str]) -> str:
     return "\n".join(out)
 
 
-def write_section(path: Path, body: str) -> None:
-    text = path.read_text() if path.exists() else ""
-    block = f"{MARK_START}\n{body}\n{MARK_END}"
-    if MARK_START in text:
-        before, rest = text.split(MARK_START, 1)
-        after = rest.split(MARK_END, 1)[1]
-        text = before + block + after
-    else:
-        text = text.rstrip() + "\n\n## Training steps\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="DM-small only, fewer methods")
@@ -213,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         args.json.write_text(json.dumps({"header": header, "rows": rows}, indent=2))
     if args.write:
-        write_section(Path(__file__).resolve().parent.parent / "BENCHMARKS.md", body)
+        write_section("steps", "Training steps", body)
 
 
 if __name__ == "__main__":
