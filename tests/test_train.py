@@ -158,7 +158,8 @@ def test_bcp_training_checkpoints_its_power_iteration_state(npz, tmp_path):
         c.method.eps_train = 0.3
         c.certify.norm = "l2"
         c.certify.eps = 0.1
-        c.certify.eps_grid = (0.0, 0.1)
+        c.certify.eps_grid = (0.1,)
+        c.certify.pgd_steps = 3
         c.certify.verifiers = ("bcp", "lmt", "ibp")
         return c
 
@@ -254,5 +255,6 @@ def test_batch_norm_models_train_with_clean_batch_statistics(npz, tmp_path):
     assert not np.allclose(np.asarray(state.batch_stats["BatchNorm_0"]["var"]), before)
     c.certify.verifiers = ("ibp",)
     c.certify.eps_grid = (0.0,)
+    c.certify.pgd_steps = 2
     report = certify(c, tmp_path)  # eval mode with the running averages
     assert report["clean_error"] <= report["pgd_error"] <= report["verified_error"]["best"]
