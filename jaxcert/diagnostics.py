@@ -53,7 +53,7 @@ def approximation_error(
     b = bound(fn, input_set, reference, return_intermediate=True, bound_upper=True)
     approx = margins_lib.margins(fn, input_set, margin_method, return_intermediate=True)
     graph = trace(fn, input_set.shape, jnp.result_type(input_set.bounding_box()[0]))
-    values = margins_lib.forward_values(graph, margins_lib._center(input_set))
+    values = margins_lib.forward_values(graph, margins_lib.center_of(input_set))
     metric1 = metric2 = gap_error = gap_total = jnp.zeros(())
     count = 0
     for node in graph.activations:

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxcert.domains import interval, linear
+from jaxcert.domains.margins import activation_fn
 from jaxcert.errors import UnsupportedOperation
 from jaxcert.graph import LINEAR_PRIMITIVES, Graph, Node, Ref, trace
 from jaxcert.sets import InputSet, L1Ball, L2Ball, LinfBall
@@ -374,7 +375,7 @@ def propagate(
         else:
             (i,) = node.inputs
             sigma_l = _activation_lipschitz(node)
-            z_new = node.apply(z[i]) if node.op in ("max_pool", "reduce_max") else _act(node, z[i])
+            z_new = activation_fn(node)(z[i])
             r_new = sigma_l * rho[i]
             half = _per_example(r_new, z_new)
         lo = jnp.maximum(ia_lo, z_new - half)
@@ -383,13 +384,6 @@ def propagate(
         rho.append(r_new)
         boxes.append((lo, hi))
     return z, rho, boxes
-
-
-def _act(node: Node, z: Array) -> Array:
-    if node.op == "relu":
-        return jax.nn.relu(z)
-    k = node.params["slope"]
-    return jnp.maximum(z, k * z)
 
 
 def bcp_lower(

@@ -70,6 +70,8 @@ __all__ = [
     "margins",
     "propagate",
     "forward_values",
+    "activation_fn",
+    "center_of",
 ]
 
 MARGIN_METHODS = (
@@ -107,7 +109,8 @@ class MarginBounds:
     intermediate: dict[str, tuple[Array, Array]] | None = None
 
 
-def _center(input_set: InputSet) -> Array:
+def center_of(input_set: InputSet) -> Array:
+    """The clean input of a set: its centre (the middle of a box)."""
     if isinstance(input_set, Box):
         return (input_set.lower + input_set.upper) / 2
     center = getattr(input_set, "center", None)
@@ -133,7 +136,8 @@ def _first_layer(graph: Graph) -> list[int]:
     return [i for i in linear.preactivation_nodes(graph) if i in affine_from_input]
 
 
-def _activation_fn(node: Node) -> Callable[[Array], Array]:
+def activation_fn(node: Node) -> Callable[[Array], Array]:
+    """The elementwise (or pooling) function of an activation node, on plain arrays."""
     if node.op == "relu":
         return jax.nn.relu
     if node.op == "leaky_relu":
@@ -177,7 +181,7 @@ def forward_values(graph: Graph, x: Array) -> list[Array]:
                 node.apply(*(values[a.index] if isinstance(a, Ref) else a for a in node.args))
             )
         else:
-            values.append(_activation_fn(node)(values[node.inputs[0]]))
+            values.append(activation_fn(node)(values[node.inputs[0]]))
     return values
 
 
@@ -198,7 +202,7 @@ def propagate(
         raise ValueError(f"unknown margin method {method!r}; expected one of {MARGIN_METHODS}")
     if not gamma > 0:
         raise ValueError(f"gamma must be > 0, got {gamma}")
-    x = _center(input_set).astype(graph.nodes[0].dtype)
+    x = center_of(input_set).astype(graph.nodes[0].dtype)
     ibp = interval.propagate(graph, *input_set.bounding_box()) if method == "ibp+v" else None
     exact: dict[int, Array] = {}
     if not isinstance(input_set, (LinfBall, Box)):
@@ -223,7 +227,7 @@ def propagate(
             r_new = interval.propagate_radius(node, operands(r))
             d_new = interval.propagate_radius(node, operands(d)) if with_drift else None
         else:
-            sigma = _activation_fn(node)
+            sigma = activation_fn(node)
             (i,) = node.inputs
             z_in, d_in = z[i], d[i]
             r_in = (ibp[i][1] - ibp[i][0]) / 2 if ibp is not None else r[i]
