@@ -116,6 +116,7 @@ def test_user_slopes_change_the_final_pass_only_where_unstable():
         jaxcert.bound(fn, s, "crown-ibp", spec=C, slopes={names[0]: jnp.ones((1,))})
 
 
+@pytest.mark.parametrize("chunk", [None, 4])
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -125,8 +126,9 @@ def test_user_slopes_change_the_final_pass_only_where_unstable():
         dict(window_strides=(1, 1), padding="VALID", feature_group_count=2),
     ],
 )
-def test_conv_transpose_has_the_gradient_of_plain_autodiff(kwargs):
-    # The conv rule's hand-written VJP must equal differentiating the transpose itself.
+def test_conv_transpose_has_the_gradient_of_plain_autodiff(kwargs, chunk):
+    # The conv rule's hand-written VJP must equal differentiating the transpose itself,
+    # whole or on uneven slices of the batch (6 examples, chunks of 4 and 2).
     from jax import lax
 
     from jaxcert.domains.linear import _conv_transpose
@@ -146,9 +148,20 @@ def test_conv_transpose_has_the_gradient_of_plain_autodiff(kwargs):
     def plain(a, w):
         return jax.vjp(lambda x: conv(x, w), jnp.zeros(x_shape))[1](a)[0]
 
-    fast = _conv_transpose(conv, x_shape, jnp.float32)
+    fast = _conv_transpose(conv, x_shape, jnp.float32, chunk)
     np.testing.assert_allclose(fast(a, w), plain(a, w), rtol=1e-5, atol=1e-5)
     for argnum in (0, 1):
         want = jax.grad(lambda a, w: jnp.sum(g * plain(a, w)), argnum)(a, w)
         got = jax.grad(lambda a, w: jnp.sum(g * fast(a, w)), argnum)(a, w)
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_batch_chunk_splits_big_batches_on_cpu_only():
+    from jaxcert.domains.linear import CPU_CONV_CHUNK_BYTES, conv_batch_chunk
+
+    per_example = CPU_CONV_CHUNK_BYTES // 100
+    assert conv_batch_chunk(900, per_example, "cpu") == 100
+    assert conv_batch_chunk(50, per_example, "cpu") == 50
+    assert conv_batch_chunk(30, 4 * CPU_CONV_CHUNK_BYTES, "cpu") == 1
+    assert conv_batch_chunk(900, 4 * CPU_CONV_CHUNK_BYTES, "cpu") == 900 // 32 + 1  # <= 32 calls
+    assert conv_batch_chunk(900, per_example, "gpu") == 900
