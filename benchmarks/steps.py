@@ -36,11 +36,13 @@ from jaxcert import methods
 from jaxcert.config import default_config
 from jaxcert.models import get_model
 
+# "NAME+lf": method NAME with loss fusion (one backward row, jaxcert.loss_fusion).
 METHODS = (
     "natural",
     "pgd",
     "ibp",
     "crown-ibp",
+    "crown-ibp+lf",
     "crown-ibp-opt",
     "singleprop-zero",
     "singleprop-fastlin",
@@ -48,12 +50,21 @@ METHODS = (
     "ibp-reg",
     "bcp",
 )
-QUICK_METHODS = ("natural", "ibp", "crown-ibp", "crown-ibp-opt", "singleprop-zero", "double-margin")
+QUICK_METHODS = (
+    "natural",
+    "ibp",
+    "crown-ibp",
+    "crown-ibp+lf",
+    "crown-ibp-opt",
+    "singleprop-zero",
+    "double-margin",
+)
 
 # (numerator, denominator, limit, what): the speed issue's targets on step-time ratios.
 TIME_TARGETS = (
     ("ibp", "natural", 3.2, "IBP step <= 3.2x natural step"),
     ("crown-ibp", "ibp", 3.5, "CROWN-IBP step <= 3.5x IBP step"),
+    ("crown-ibp+lf", "ibp", 3.5, "CROWN-IBP step, loss fusion <= 3.5x IBP step"),
     ("crown-ibp-opt", "crown-ibp", 2.0, "crown-ibp-opt step <= 2x CROWN-IBP step"),
     ("singleprop-zero", "ibp", 0.7, "SingleProp-Zero step <= 0.7x IBP step"),
 )
@@ -75,7 +86,8 @@ def _step_fn(name: str, apply_fn, num_classes: int, eps: float):
     cfg = default_config().method
     cfg.pgd_steps = 7
     cfg.norm = "l2" if name == "bcp" else "linf"
-    loss_fn = methods.make_loss(name, apply_fn, num_classes, cfg)
+    cfg.loss_fusion = name.endswith("+lf")
+    loss_fn = methods.make_loss(name.removesuffix("+lf"), apply_fn, num_classes, cfg)
     opt = optax.adam(1e-3)
     hparams = {
         "eps": jnp.float32(eps),

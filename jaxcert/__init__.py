@@ -11,6 +11,7 @@ Example:
 
 from jaxcert.bounds import METHODS, Bounds, bound
 from jaxcert.errors import UnsupportedOperation
+from jaxcert.loss_fusion import FusedLossBound, fused_cross_entropy_bound
 from jaxcert.sets import Box, InputSet, L0Ball, L1Ball, L2Ball, LinfBall
 from jaxcert.specs import margin_spec, worst_case_logits
 
@@ -20,6 +21,7 @@ __all__ = [
     "METHODS",
     "Bounds",
     "Box",
+    "FusedLossBound",
     "InputSet",
     "L0Ball",
     "L1Ball",
@@ -27,6 +29,7 @@ __all__ = [
     "LinfBall",
     "UnsupportedOperation",
     "bound",
+    "fused_cross_entropy_bound",
     "margin_spec",
     "worst_case_logits",
 ]

@@ -14,6 +14,7 @@ import ml_collections
 
 from jaxcert import methods
 from jaxcert.bounds import METHODS
+from jaxcert.loss_fusion import LINEAR_METHODS
 from jaxcert.models import MODELS
 
 __all__ = ["default_config", "validate", "ConfigError"]
@@ -83,6 +84,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.method.norm = "linf"  # threat model of training: "linf" or "l2" (bcp / lmt)
     c.method.bcp_solver_iters = 10  # bcp: rounds of the ball ∩ box solver per step
     c.method.power_iters = 1  # bcp / lmt: power iterations per step
+    c.method.loss_fusion = False  # crown-ibp/cap-ibp/crown/fastlin: bound the CE, one row
 
     c.train = ml_collections.ConfigDict()
     c.train.epochs = 10
@@ -161,6 +163,11 @@ def validate(c: Any) -> None:
     for key in ("bcp_solver_iters", "power_iters"):
         if c.method[key] < 1:
             _fail(f"method.{key}", f"must be >= 1, got {c.method[key]}")
+    if c.method.loss_fusion and c.method.name not in LINEAR_METHODS:
+        _fail(
+            "method.loss_fusion",
+            f"fuses the loss of a linear bound, one of {LINEAR_METHODS}; not {c.method.name!r}",
+        )
     if c.method.clip_min > c.method.clip_max:
         _fail("method.clip_min", "must be <= method.clip_max")
     t = c.train

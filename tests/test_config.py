@@ -49,3 +49,12 @@ def test_unknown_and_ill_typed_keys_are_refused_by_the_config_itself():
         c.train.epochz = 3  # noqa: B018 - unknown key on a locked config
     with pytest.raises(TypeError):
         c.train.epochs = "ten"
+
+
+def test_loss_fusion_needs_a_linear_method():
+    c = default_config()
+    c.method.loss_fusion = True
+    validate(c)  # crown-ibp
+    c.method.name = "ibp"
+    with pytest.raises(ConfigError, match="method.loss_fusion"):
+        validate(c)

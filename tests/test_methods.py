@@ -99,6 +99,26 @@ def test_static_use_linear_false_skips_the_linear_bound():
     assert program_size(False) < 0.75 * program_size(True)
 
 
+def test_loss_fusion_trains_on_the_fused_bound_and_is_ibp_at_beta_zero():
+    from jaxcert.loss_fusion import fused_cross_entropy_bound
+    from jaxcert.sets import LinfBall
+
+    key = jax.random.PRNGKey(0)
+    fused_loss = _loss("crown-ibp", loss_fusion=True)
+    losses, metrics = _train_a_few_steps(fused_loss, HP)
+    assert losses[-1] < losses[0]
+    assert 0 <= float(metrics["verified_acc"]) <= 1
+    _, metrics = fused_loss(PARAMS, X, Y, HP, key)
+    s = LinfBall(X, HP["eps"], clip=(0.0, 1.0))
+    want = fused_cross_entropy_bound(lambda z: _apply(PARAMS, z), s, Y, 3, "crown-ibp", 0.5)
+    np.testing.assert_allclose(metrics["robust_loss"], jnp.mean(want.upper), rtol=1e-5)
+    b0, _ = fused_loss(PARAMS, X, Y, dict(HP, beta=jnp.float32(0.0)), key)
+    ibp, _ = _loss("ibp")(PARAMS, X, Y, HP, key)
+    np.testing.assert_allclose(b0, ibp, rtol=1e-5)
+    with pytest.raises(ValueError, match="loss_fusion"):
+        _loss("crown-ibp-opt", loss_fusion=True)
+
+
 REGULARIZED = [*MARGIN_METHODS, "ibp-reg"]
 TIGHT = ["crown-ibp-tight", "crown-tight", "fastlin-tight"]
 
