@@ -11,9 +11,11 @@ update, jitted, on random weights and inputs (the cost does not depend on them),
 mid-ramp hyper-parameters (eps > 0, kappa = 0.5, beta = 0.5, lambda = 0.5) with the
 linear bound on. Reported per method: seconds per step (median), compile time, the
 step's XLA temporary memory (``memory_analysis().temp_size_in_bytes``: the buffers one
-step needs besides its inputs and outputs, available on CPU and GPU alike), and ratios
-to the natural step and to the IBP step. The targets of the speed issue are checked
-and any gap is printed.
+step needs besides its inputs and outputs, available on CPU and GPU alike), the
+process's peak memory after the method ran (device ``peak_bytes_in_use`` where the
+backend reports it, else peak RSS; a running maximum, so it is informative for the
+methods that raise it, which run last), and ratios to the natural step and to the IBP
+step. The targets of the speed issue are checked and any gap is printed.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import argparse
 import datetime
 import json
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -37,27 +40,28 @@ from jaxcert.config import default_config
 from jaxcert.models import get_model
 
 # "NAME+lf": method NAME with loss fusion (one backward row, jaxcert.loss_fusion).
+# Ordered roughly by memory, so that the running peak-memory column rises with them.
 METHODS = (
     "natural",
     "pgd",
-    "ibp",
-    "crown-ibp",
-    "crown-ibp+lf",
-    "crown-ibp-opt",
     "singleprop-zero",
     "singleprop-fastlin",
     "double-margin",
     "ibp-reg",
+    "ibp",
     "bcp",
+    "crown-ibp+lf",
+    "crown-ibp",
+    "crown-ibp-opt",
 )
 QUICK_METHODS = (
     "natural",
-    "ibp",
-    "crown-ibp",
-    "crown-ibp+lf",
-    "crown-ibp-opt",
     "singleprop-zero",
     "double-margin",
+    "ibp",
+    "crown-ibp+lf",
+    "crown-ibp",
+    "crown-ibp-opt",
 )
 
 # (numerator, denominator, limit, what): the speed issue's targets on step-time ratios.
@@ -80,6 +84,14 @@ def _median_time(fn, *args, min_time: float = 1.0, min_reps: int = 3) -> float:
         if len(times) >= 30:
             break
     return statistics.median(times)
+
+
+def peak_memory_bytes() -> tuple[int, str]:
+    """The process's peak memory so far: device peak bytes if reported, else peak RSS."""
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        return int(stats["peak_bytes_in_use"]), "device peak"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak RSS"
 
 
 def _step_fn(name: str, apply_fn, num_classes: int, eps: float):
@@ -128,6 +140,7 @@ def bench(model_name: str, shape, batch: int, eps: float, names) -> list[dict]:
         memory = compiled.memory_analysis()
         temp = getattr(memory, "temp_size_in_bytes", None) if memory is not None else None
         seconds = _median_time(compiled, *args)
+        peak, peak_kind = peak_memory_bytes()
         rows.append(
             {
                 "model": model_name,
@@ -136,6 +149,8 @@ def bench(model_name: str, shape, batch: int, eps: float, names) -> list[dict]:
                 "seconds": seconds,
                 "compile": compile_s,
                 "temp_bytes": temp,
+                "peak_bytes": peak,
+                "peak_kind": peak_kind,
             }
         )
         print(
@@ -173,15 +188,17 @@ def to_markdown(rows: list[dict], header: dict, targets: list[str]) -> str:
         f"Measured {header['date']} on {header['machine']} ({header['backend']}), "
         f"jax {header['jax']}, with `{header['command']}`.",
         "",
-        "| model | batch | method | ms / step | x natural | x IBP | compile s | temp MB |",
-        "|---|---:|---|---:|---:|---:|---:|---:|",
+        "| model | batch | method | ms / step | x natural | x IBP | compile s | temp MB "
+        f"| {rows[0]['peak_kind']} so far, MB |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         vs_ibp = f"{r['vs_ibp']:.2f}" if r["vs_ibp"] is not None else "-"
         mem = f"{r['temp_bytes'] / 2**20:.1f}" if r["temp_bytes"] else "-"
         out.append(
             f"| {r['model']} | {r['batch']} | {r['method']} | {r['seconds'] * 1e3:.1f} | "
-            f"{r['vs_natural']:.2f} | {vs_ibp} | {r['compile']:.1f} | {mem} |"
+            f"{r['vs_natural']:.2f} | {vs_ibp} | {r['compile']:.1f} | {mem} | "
+            f"{r['peak_bytes'] / 2**20:.0f} |"
         )
     out += ["", "Targets:", ""] + [f"* {line}" for line in targets]
     return "\n".join(out)
@@ -192,11 +209,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="DM-small only, fewer methods")
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument(
+        "--cifar-batch", type=int, default=0, help="DM-medium/large batch (64 on CPU, else 256)"
+    )
     args = parser.parse_args(argv)
     jax.config.update("jax_default_matmul_precision", "highest")
     rows = bench("dm_small", (28, 28, 1), 100, 0.3, QUICK_METHODS if args.quick else METHODS)
     if not args.quick:
-        rows += bench("dm_large", (32, 32, 3), 64, 8 / 255, METHODS)
+        cifar_batch = args.cifar_batch or (64 if jax.default_backend() == "cpu" else 256)
+        for name in ("dm_medium", "dm_large"):
+            rows += bench(name, (32, 32, 3), cifar_batch, 8 / 255, METHODS)
     targets = check_targets(rows)
     print("\n".join(targets))
     header = {
