@@ -1,8 +1,9 @@
 """Every benchmark in one run: ``python -m benchmarks [--quick] [--write]``.
 
-Runs, in this order and in this process, :mod:`benchmarks.bounds`,
-:mod:`benchmarks.steps`, :mod:`benchmarks.scaling` and :mod:`benchmarks.lirpa` (the
-last one only compares when auto_LiRPA imports; otherwise it says why). With
+Runs, in this order and in this process, :mod:`benchmarks.steps` (first, so that its
+running peak-memory column is its own), :mod:`benchmarks.scaling`,
+:mod:`benchmarks.bounds` and :mod:`benchmarks.lirpa` (the last one only compares when
+auto_LiRPA imports; otherwise it says why). With
 ``--write`` each replaces its own section of ``BENCHMARKS.md`` (and ``scaling`` its
 plot), so one command reproduces every figure there.
 """
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     args = parser.parse_args(argv)
     flags = [f for f, on in (("--quick", args.quick), ("--write", args.write)) if on]
-    for module in (bounds, steps, scaling, lirpa):
+    for module in (steps, scaling, bounds, lirpa):
         start = time.perf_counter()
         print(f"\n=== {module.__name__} {' '.join(flags)}", flush=True)
         module.main(flags)
