@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
+import platform
 from pathlib import Path
+
+import jax
 
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
@@ -19,3 +23,15 @@ def write_section(name: str, title: str, body: str, path: Path = BENCHMARKS_MD) 
     else:
         text = text.rstrip() + f"\n\n## {title}\n\n" + block + "\n"
     path.write_text(text)
+
+
+def run_header(command: str) -> dict[str, str]:
+    """Date, machine, backend and jax version of this run, and the command that made it."""
+    machine = platform.processor() or platform.machine()
+    return {
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{machine}, {jax.device_count()} device(s)",
+        "backend": jax.default_backend(),
+        "jax": jax.__version__,
+        "command": command,
+    }

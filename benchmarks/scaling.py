@@ -21,15 +21,13 @@ inputs at eps 0.1. The sweeps vary one thing from DM-small at batch 100:
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import sys
 import time
 from pathlib import Path
 
 import jax
 
-from benchmarks.report import write_section
+from benchmarks.report import run_header, write_section
 from benchmarks.steps import _median_time, _step_fn
 from jaxcert.models import ConvNet, ConvSpec
 
@@ -150,13 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     for axis, values in (QUICK_SWEEPS if args.quick else SWEEPS).items():
         for value in values:
             rows += measure(axis, value)
-    header = {
-        "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.processor() or platform.machine()}, {jax.device_count()} device(s)",
-        "backend": jax.default_backend(),
-        "jax": jax.__version__,
-        "command": "python -m benchmarks.scaling" + (" --quick" if args.quick else ""),
-    }
+    header = run_header(f"python -m benchmarks.scaling{' --quick' if args.quick else ''}")
     body = to_markdown(rows, header)
     print(body)
     plot(rows, args.plot)

@@ -21,9 +21,7 @@ step. The targets of the speed issue are checked and any gap is printed.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import resource
 import statistics
 import sys
@@ -34,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from benchmarks.report import write_section
+from benchmarks.report import run_header, write_section
 from jaxcert import methods
 from jaxcert.config import default_config
 from jaxcert.models import get_model
@@ -224,13 +222,7 @@ def main(argv: list[str] | None = None) -> None:
             rows += bench(name, (32, 32, 3), cifar_batch, 8 / 255, METHODS)
     targets = check_targets(rows)
     print("\n".join(targets))
-    header = {
-        "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.processor() or platform.machine()}, {jax.device_count()} device(s)",
-        "backend": jax.default_backend(),
-        "jax": jax.__version__,
-        "command": "python -m benchmarks.steps" + (" --quick" if args.quick else ""),
-    }
+    header = run_header(f"python -m benchmarks.steps{' --quick' if args.quick else ''}")
     body = to_markdown(rows, header, targets)
     print(body)
     if args.json:

@@ -14,6 +14,7 @@ __all__ = [
     "cross_entropy",
     "robust_cross_entropy",
     "range_regularizer",
+    "mixed_objective",
     "accuracy",
     "verified",
 ]
@@ -73,3 +74,38 @@ def accuracy(logits: Array, y: Array) -> Array:
 def verified(margin_lower: Array) -> Array:
     """Per example: every margin lower bound is positive (certified correct)."""
     return jnp.all(margin_lower > 0, axis=-1)
+
+
+def mixed_objective(
+    logits: Array,
+    y: Array,
+    robust: Array,
+    kappa: Array | float,
+    verified_mask: Array,
+    penalty: Array | float = 0.0,
+) -> tuple[Array, dict[str, Array]]:
+    """``kappa * CE(logits) + (1 - kappa) * robust + penalty`` and its training metrics.
+
+    Args:
+      logits: ``(batch, classes)`` natural logits.
+      y: ``(batch,)`` labels.
+      robust: scalar, an upper bound of the cross-entropy over the input set.
+      kappa: weight of the natural term.
+      verified_mask: ``(batch,)`` bool, the examples the bound certifies.
+      penalty: added as is (regularisers).
+
+    Example:
+      >>> loss, m = mixed_objective(jnp.zeros((1, 2)), jnp.array([0]), 1.0, 0.5, jnp.array([True]))
+      >>> round(float(loss), 4), float(m["verified_acc"])  # (log 2 + 1) / 2
+      (0.8466, 1.0)
+    """
+    natural = cross_entropy(logits, y)
+    loss = kappa * natural + (1 - kappa) * robust + penalty
+    metrics = {
+        "loss": loss,
+        "natural_loss": natural,
+        "robust_loss": robust,
+        "clean_acc": accuracy(logits, y),
+        "verified_acc": jnp.mean(verified_mask),
+    }
+    return loss, metrics

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 
 from jaxcert.bounds import bound
 from jaxcert.loss_fusion import LINEAR_METHODS, fused_cross_entropy_bound
-from jaxcert.losses import accuracy, cross_entropy, robust_cross_entropy, verified
+from jaxcert.losses import mixed_objective, robust_cross_entropy, verified
 from jaxcert.methods import config_value, register
 from jaxcert.sets import LinfBall
 from jaxcert.specs import margin_spec
@@ -98,19 +98,9 @@ def make_certified(bound_method: str):
                 beta = hparams["beta"]
                 m = (1 - beta) * m_ibp + beta * margins(fn, s, spec, bound_method, rng)
                 penalty = 0.0
-            logits = fn(x)
-            natural = cross_entropy(logits, y)
             robust = robust_cross_entropy(m, y, num_classes)
-            loss = kappa * natural + (1 - kappa) * robust + penalty
-            metrics = {
-                **extra,
-                "loss": loss,
-                "natural_loss": natural,
-                "robust_loss": robust,
-                "clean_acc": accuracy(logits, y),
-                "verified_acc": jnp.mean(verified(m)),
-            }
-            return loss, metrics
+            loss, metrics = mixed_objective(fn(x), y, robust, kappa, verified(m), penalty)
+            return loss, {**extra, **metrics}
 
         return loss_fn
 
@@ -119,20 +109,9 @@ def make_certified(bound_method: str):
 
 def _fused_loss(fn, s, x, y, num_classes: int, bound_method: str, hparams):
     """The mixed objective with the fused robust cross-entropy."""
-    kappa = hparams["kappa"]
     fused = fused_cross_entropy_bound(fn, s, y, num_classes, bound_method, hparams["beta"])
-    logits = fn(x)
-    natural = cross_entropy(logits, y)
     robust = jnp.mean(fused.upper)
-    loss = kappa * natural + (1 - kappa) * robust
-    metrics = {
-        "loss": loss,
-        "natural_loss": natural,
-        "robust_loss": robust,
-        "clean_acc": accuracy(logits, y),
-        "verified_acc": jnp.mean(fused.verified),
-    }
-    return loss, metrics
+    return mixed_objective(fn(x), y, robust, hparams["kappa"], fused.verified)
 
 
 for _name in (
