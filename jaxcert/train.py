@@ -126,6 +126,20 @@ def _with_batch_stats(model: Any, name: str, num_classes: int, method_config: An
         )
         return loss, {**metrics, "batch_stats": stats}
 
+    def init_method_state(params, x, key):
+        # The method's own initial state (e.g. BCP's power-iteration vectors), on the
+        # model with x's statistics: the state's shapes do not depend on their values.
+        running = model.init(key, x)["batch_stats"]
+        stats = clean_batch_stats(model, params, running, x)
+
+        def apply(p: Any, z: Array) -> Array:
+            return model.apply({"params": p, "batch_stats": stats}, z)
+
+        init = make_loss(name, apply, num_classes, method_config).init_method_state
+        return init(params, x, key)
+
+    if hasattr(make_loss(name, model.apply, num_classes, method_config), "init_method_state"):
+        loss_fn.init_method_state = init_method_state  # type: ignore[attr-defined]
     return loss_fn
 
 

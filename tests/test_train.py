@@ -258,3 +258,22 @@ def test_batch_norm_models_train_with_clean_batch_statistics(npz, tmp_path):
     c.certify.pgd_steps = 2
     report = certify(c, tmp_path)  # eval mode with the running averages
     assert report["clean_error"] <= report["pgd_error"] <= report["verified_error"]["best"]
+
+
+def test_batch_norm_models_keep_the_methods_initial_state(npz):
+    # BCP's power-iteration vectors start from 20 iterations, also under batch norm.
+    c = tiny_config(npz, "bcp", epochs=2)
+    c.model.name = "resnet_small"
+    c.method.norm = "l2"
+    exp = train_lib.build(c)
+    state = train_lib.init_state(exp, c.seed)
+    assert len(state.method_state) > 0
+    x = jax.numpy.asarray(exp.dataset.x_train[:4], jax.numpy.float32) / 255.0
+    y = jax.numpy.asarray(exp.dataset.y_train[:4])
+    hp = {"eps": 0.1, "kappa": 0.5, "beta": 0.5, "lam": 0.0, "batch_stats": state.batch_stats}
+    hp["method_state"] = state.method_state
+    loss, metrics = jax.jit(exp.loss_fn)(state.params, x, y, hp, jax.random.PRNGKey(0))
+    assert np.isfinite(float(loss))
+    new = metrics["method_state"]
+    same = jax.tree.map(lambda a, b: a.shape == b.shape, new, state.method_state)
+    assert all(jax.tree.leaves(same))
