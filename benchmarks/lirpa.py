@@ -36,8 +36,7 @@ import optax
 
 import jaxcert
 from benchmarks.report import write_section
-from jaxcert import methods
-from jaxcert.config import default_config
+from benchmarks.steps import method_loss
 from jaxcert.models import get_model
 
 _LIRPA_METHOD = {"ibp": "IBP", "crown-ibp": "CROWN-IBP", "crown": "CROWN"}
@@ -119,9 +118,7 @@ def _median(fn, min_time: float = 1.0, min_reps: int = 3, max_reps: int = 20) ->
 
 
 def _jax_step(name, apply_fn, num_classes, eps):
-    cfg = default_config().method
-    cfg.loss_fusion = name.endswith("+lf")
-    loss_fn = methods.make_loss(name.removesuffix("+lf"), apply_fn, num_classes, cfg)
+    loss_fn = method_loss(name, apply_fn, num_classes)
     opt = optax.adam(1e-3)
     hp = {"eps": jnp.float32(eps), "kappa": jnp.float32(0.5), "beta": jnp.float32(1.0)}
     hp["lam"] = jnp.float32(0.0)

@@ -95,12 +95,17 @@ def peak_memory_bytes() -> tuple[int, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak RSS"
 
 
-def _step_fn(name: str, apply_fn, num_classes: int, eps: float):
+def method_loss(name: str, apply_fn, num_classes: int):
+    """The loss of a benchmark method name: a registered method, ``+lf`` for loss fusion."""
     cfg = default_config().method
     cfg.pgd_steps = 7
     cfg.norm = "l2" if name == "bcp" else "linf"
     cfg.loss_fusion = name.endswith("+lf")
-    loss_fn = methods.make_loss(name.removesuffix("+lf"), apply_fn, num_classes, cfg)
+    return methods.make_loss(name.removesuffix("+lf"), apply_fn, num_classes, cfg)
+
+
+def _step_fn(name: str, apply_fn, num_classes: int, eps: float):
+    loss_fn = method_loss(name, apply_fn, num_classes)
     opt = optax.adam(1e-3)
     hparams = {
         "eps": jnp.float32(eps),

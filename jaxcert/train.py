@@ -115,30 +115,24 @@ def _with_batch_stats(model: Any, name: str, num_classes: int, method_config: An
     perturbation, so the bounds stay sound); they are returned in the metrics as
     ``batch_stats`` for the running averages."""
 
+    def eval_mode(stats: Any) -> Callable[[Any, Array], Array]:
+        return lambda p, z: model.apply({"params": p, "batch_stats": stats}, z)
+
+    def method_loss(stats: Any):
+        return make_loss(name, eval_mode(stats), num_classes, method_config)
+
     def loss_fn(params, x, y, hparams, rng):
         stats = clean_batch_stats(model, params, hparams["batch_stats"], x)
-
-        def apply(p: Any, z: Array) -> Array:
-            return model.apply({"params": p, "batch_stats": stats}, z)
-
-        loss, metrics = make_loss(name, apply, num_classes, method_config)(
-            params, x, y, hparams, rng
-        )
+        loss, metrics = method_loss(stats)(params, x, y, hparams, rng)
         return loss, {**metrics, "batch_stats": stats}
 
     def init_method_state(params, x, key):
         # The method's own initial state (e.g. BCP's power-iteration vectors), on the
         # model with x's statistics: the state's shapes do not depend on their values.
-        running = model.init(key, x)["batch_stats"]
-        stats = clean_batch_stats(model, params, running, x)
+        stats = clean_batch_stats(model, params, model.init(key, x)["batch_stats"], x)
+        return method_loss(stats).init_method_state(params, x, key)
 
-        def apply(p: Any, z: Array) -> Array:
-            return model.apply({"params": p, "batch_stats": stats}, z)
-
-        init = make_loss(name, apply, num_classes, method_config).init_method_state
-        return init(params, x, key)
-
-    if hasattr(make_loss(name, model.apply, num_classes, method_config), "init_method_state"):
+    if hasattr(method_loss({}), "init_method_state"):  # building a loss traces nothing
         loss_fn.init_method_state = init_method_state  # type: ignore[attr-defined]
     return loss_fn
 

@@ -77,9 +77,9 @@ def make_certified(bound_method: str):
             fn = lambda z: apply_fn(params, z)  # noqa: E731
             eps, kappa = hparams["eps"], hparams["kappa"]
             s = LinfBall(x, eps, clip=clip)
-            spec = margin_spec(y, num_classes)
             if loss_fusion and hparams.get("use_linear", True) is not False:
                 return _fused_loss(fn, s, x, y, num_classes, bound_method, hparams)
+            spec = margin_spec(y, num_classes)
             m_ibp = margins(fn, s, spec, "ibp", rng)
             extra = {}
             if bound_method == "ibp" or hparams.get("use_linear", True) is False:
