@@ -46,6 +46,7 @@ __all__ = [
     "concretize_interval",
     "backward_coefficients",
     "default_chunk_size",
+    "bounds_in_chunks",
     "preactivation_nodes",
 ]
 
@@ -324,13 +325,50 @@ def default_chunk_size(graph: Graph, budget: int = 1 << 26) -> int:
 _MAX_UNROLLED_CHUNKS = 8
 
 
-def identity_bounds(ctx: Context, input_set: InputSet, index: int, chunk_size: int) -> Interval:
+def bounds_in_chunks(
+    run: Callable[[Array], tuple[Array, Array]], shape: Sequence[int], chunk_size: int
+) -> Interval:
+    """Runs ``run(rows) -> (lower, upper)``, each ``(batch, len(rows))``, over the flat
+    neuron indices of a node of ``shape``, ``chunk_size`` at a time, and assembles the
+    node's interval."""
+    batch, n = shape[0], math.prod(shape[1:])
+    if n <= chunk_size:
+        lo, hi = run(jnp.arange(n))
+        return lo.reshape(shape), hi.reshape(shape)
+    n_chunks = -(-n // chunk_size)
+    if n_chunks <= _MAX_UNROLLED_CHUNKS:
+        # A few chunks: unrolled, as XLA's CPU backend runs big loop bodies ~5x slower.
+        parts = [run(jnp.arange(i, min(i + chunk_size, n))) for i in range(0, n, chunk_size)]
+        lo = jnp.concatenate([p[0] for p in parts], axis=1)
+        hi = jnp.concatenate([p[1] for p in parts], axis=1)
+    else:
+        # Rows past n repeat the last neuron (valid indices for every pass); cut off.
+        rows = jnp.minimum(jnp.arange(n_chunks * chunk_size), n - 1)
+        lo, hi = lax.map(run, rows.reshape(n_chunks, chunk_size))
+        lo = jnp.moveaxis(lo, 0, 1).reshape(batch, -1)[:, :n]
+        hi = jnp.moveaxis(hi, 0, 1).reshape(batch, -1)[:, :n]
+    return lo.reshape(shape), hi.reshape(shape)
+
+
+def identity_bounds(
+    ctx: Context, input_set: InputSet, index: int, chunk_size: int | None = None
+) -> Interval:
     """Bounds of every neuron of node ``index`` by backward passes, ``chunk_size`` at a time.
 
     The identity specification is never built whole: each chunk of neurons gets its
-    one-hot rows (with their negations, for the upper bounds) and ``lax.map`` runs the
-    chunks in one XLA loop.
+    one-hot rows (with their negations, for the upper bounds), and many chunks run in
+    one XLA loop. A node whose ancestry is a chain of convolutions, activations and
+    elementwise affine maps is bounded with patches (:mod:`jaxcert.domains.patches`):
+    the same numbers, computed on receptive fields instead of whole feature maps.
+    ``chunk_size`` defaults to :func:`default_chunk_size` (dense) or
+    :func:`jaxcert.domains.patches.default_chunk_size`.
     """
+    from jaxcert.domains import patches  # builds on this module
+
+    chain = patches.conv_chain(ctx.graph, index)
+    if chain is not None and patches.prefers_patches(ctx.graph, chain):
+        return patches.identity_bounds(ctx, input_set, chain, chunk_size)
+
     node = ctx.graph.nodes[index]
     batch, rest = node.shape[0], node.shape[1:]
     n = math.prod(rest)
@@ -342,21 +380,7 @@ def identity_bounds(ctx: Context, input_set: InputSet, index: int, chunk_size: i
         m = rows.shape[0]
         return both[:, :m], -both[:, m:]
 
-    if n <= chunk_size:
-        lo, hi = run(jnp.arange(n))
-        return lo.reshape(node.shape), hi.reshape(node.shape)
-    n_chunks = -(-n // chunk_size)
-    if n_chunks <= _MAX_UNROLLED_CHUNKS:
-        # A few chunks: unrolled, as XLA's CPU backend runs big loop bodies ~5x slower.
-        parts = [run(jnp.arange(i, min(i + chunk_size, n))) for i in range(0, n, chunk_size)]
-        lo = jnp.concatenate([p[0] for p in parts], axis=1)
-        hi = jnp.concatenate([p[1] for p in parts], axis=1)
-    else:
-        rows = jnp.arange(n_chunks * chunk_size).reshape(n_chunks, chunk_size)
-        lo, hi = lax.map(run, rows)  # (n_chunks, batch, chunk): rows past n are zero
-        lo = jnp.moveaxis(lo, 0, 1).reshape(batch, -1)[:, :n]
-        hi = jnp.moveaxis(hi, 0, 1).reshape(batch, -1)[:, :n]
-    return lo.reshape(node.shape), hi.reshape(node.shape)
+    return bounds_in_chunks(run, node.shape, chunk_size or default_chunk_size(ctx.graph))
 
 
 def crown_intervals(
@@ -374,14 +398,13 @@ def crown_intervals(
     backward bound is also intersected with IBP's (tighter, still sound: a neuron that
     either proves stable is stable).
     """
-    chunk = chunk_size or default_chunk_size(graph)
     targets = set(preactivation_nodes(graph))
     intervals: list[Interval | None] = [input_set.bounding_box()]
     ctx = Context(graph, intervals, lower_slope)
     for node in graph.nodes[1:]:
         iv = interval.propagate_node(node, intervals)
         if node.index in targets:
-            lo, hi = identity_bounds(ctx, input_set, node.index, chunk)
+            lo, hi = identity_bounds(ctx, input_set, node.index, chunk_size)
             if intersect_ibp:
                 lo, hi = jnp.maximum(lo, iv[0]), jnp.minimum(hi, iv[1])
             iv = (lo, hi)

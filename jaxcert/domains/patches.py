@@ -1,0 +1,316 @@
+"""Backward bounds of convolutional neurons over their receptive fields only.
+
+Full CROWN bounds every hidden neuron with its own backward pass. For a neuron of a
+convolutional layer, the coefficients ``A`` of that pass are zero outside the neuron's
+receptive field, yet a dense pass carries and convolves whole feature maps. Here each
+row of ``A`` is a *patch*: ``(ph, pw, C)`` coefficients on a window of the node, the
+window of target position ``(i, j)`` starting at ``(i, j) * stride - offset``. Going
+back through a convolution of kernel ``k`` (dilation ``d``, stride ``s``, low padding
+``p``) the window grows to ``(ph - 1) s + (k - 1) d + 1`` with stride ``stride * s``
+and offset ``offset * s + p``, and the new patch is the transpose of the same
+convolution without padding on the patch: one transposed convolution for all rows.
+Positions that fall in the convolution's zero padding are masked to zero.
+Activations and elementwise affine maps read their lines on the same windows.
+
+The result equals the dense pass (:func:`jaxcert.domains.linear.identity_bounds`) up
+to float rounding; :func:`identity_bounds` there picks patches when the target's whole
+ancestry is such a chain and the patches are smaller than the feature maps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jaxcert.domains import linear
+from jaxcert.graph import Graph, Node, Ref
+from jaxcert.relaxations import relu_relaxation
+from jaxcert.sets import Box, InputSet, LinfBall
+
+Array = jax.Array
+Interval = tuple[Array, Array]
+
+__all__ = ["Window", "conv_chain", "windows_along", "prefers_patches", "identity_bounds"]
+
+_NHWC = (0, 3, 1, 2)
+# Elementwise maps with one bounded operand and constant others: affine per element.
+_ELEMENTWISE_AFFINE = frozenset({"add", "sub", "mul", "div", "neg"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """Where the patches of a node lie: target position ``i`` covers node rows
+    ``i * stride - offset + [0, size)`` (per spatial axis)."""
+
+    size: tuple[int, int]
+    stride: tuple[int, int]
+    offset: tuple[int, int]
+
+
+def _kernel_size(node: Node) -> tuple[int, int]:
+    """Dilated spatial kernel size of a convolution node."""
+    rhs_spec = node.params["dimension_numbers"].rhs_spec
+    w_shape = jnp.shape(node.args[1])
+    dilation = node.params.get("rhs_dilation") or (1, 1)
+    return tuple((w_shape[rhs_spec[2 + a]] - 1) * dilation[a] + 1 for a in range(2))  # type: ignore[return-value]
+
+
+def _is_patch_conv(node: Node) -> bool:
+    p = node.params
+    dims = p.get("dimension_numbers")
+    return (
+        node.bounded == (0,)
+        and not isinstance(node.args[1], Ref)
+        and dims is not None
+        and tuple(dims.lhs_spec) == _NHWC
+        and tuple(dims.out_spec) == _NHWC
+        and all(d == 1 for d in (p.get("lhs_dilation") or (1, 1)))
+        and p.get("batch_group_count", 1) == 1
+        and not isinstance(p.get("padding"), str)
+    )
+
+
+def _supported(node: Node, graph: Graph) -> bool:
+    """Whether a backward pass can carry patches through ``node`` (rank-4 NHWC chain)."""
+    if len(node.inputs) != 1 or len(node.shape) != 4:
+        return False
+    if len(graph.nodes[node.inputs[0]].shape) != 4:
+        return False
+    if node.op == "conv_general_dilated":
+        return _is_patch_conv(node)
+    if node.op in ("relu", "leaky_relu"):
+        return True
+    if node.op in _ELEMENTWISE_AFFINE:
+        # The bounded operand must not be broadcast, and a divisor must be constant.
+        return graph.nodes[node.inputs[0]].shape == node.shape and (
+            node.op != "div" or node.bounded == (0,)
+        )
+    return False
+
+
+def conv_chain(graph: Graph, index: int) -> list[Node] | None:
+    """The nodes from ``index`` back to (not including) the input, when every one of them
+    has a single bounded operand and a patch rule and at least one is a convolution;
+    else None."""
+    chain = []
+    node = graph.nodes[index]
+    while node.index != 0:
+        if not _supported(node, graph):
+            return None
+        chain.append(node)
+        node = graph.nodes[node.inputs[0]]
+    if not any(n.op == "conv_general_dilated" for n in chain):
+        return None
+    return chain
+
+
+def windows_along(graph: Graph, chain: Sequence[Node]) -> list[Window]:
+    """The window at the input of each chain node (``chain[0]`` is the target)."""
+    window = Window((1, 1), (1, 1), (0, 0))
+    out = []
+    for node in chain:
+        if node.op == "conv_general_dilated":
+            k = _kernel_size(node)
+            s = node.params["window_strides"]
+            pad = node.params["padding"]
+            window = Window(
+                size=tuple((window.size[a] - 1) * s[a] + k[a] for a in range(2)),  # type: ignore[arg-type]
+                stride=tuple(window.stride[a] * s[a] for a in range(2)),  # type: ignore[arg-type]
+                offset=tuple(window.offset[a] * s[a] + pad[a][0] for a in range(2)),  # type: ignore[arg-type]
+            )
+        out.append(window)
+    return out
+
+
+def prefers_patches(graph: Graph, chain: Sequence[Node]) -> bool:
+    """Whether the patches hold fewer numbers than the feature maps they stand for."""
+    windows = windows_along(graph, chain)
+    patch = dense = 0
+    for node, window in zip(chain, windows, strict=True):
+        shape = graph.nodes[node.inputs[0]].shape
+        patch += window.size[0] * window.size[1] * shape[3]
+        dense += math.prod(shape[1:])
+    return patch < dense
+
+
+def _positions(rows: Array, window: Window, axis: int) -> Array:
+    """Node rows (or columns) covered by the windows of target positions ``rows``: (R, size)."""
+    start = rows * window.stride[axis] - window.offset[axis]
+    return start[:, None] + jnp.arange(window.size[axis])
+
+
+def _take_windows(x: Array, pi: Array, pj: Array) -> Array:
+    """``x`` (B, H, W, C) read on the windows ``pi`` (R, ph), ``pj`` (R, pw):
+    (B, R, ph, pw, C); out-of-range positions read a clamped neighbour (their
+    coefficients are zero)."""
+    h, w = x.shape[1:3]
+    ii = jnp.clip(pi, 0, h - 1)[:, :, None]
+    jj = jnp.clip(pj, 0, w - 1)[:, None, :]
+    return x[:, ii, jj, :]
+
+
+def _in_range(pi: Array, pj: Array, shape: Sequence[int], dtype) -> Array:
+    """1 where a window position lies inside the (B, H, W, C) node: (1, R, ph, pw, 1)."""
+    ok_i = (pi >= 0) & (pi < shape[1])
+    ok_j = (pj >= 0) & (pj < shape[2])
+    return (ok_i[:, :, None] & ok_j[:, None, :]).astype(dtype)[None, :, :, :, None]
+
+
+def _sum_patch(x: Array) -> Array:
+    """Sums (B, R, ph, pw, C) over the patch: (B, R)."""
+    return jnp.sum(x, axis=(2, 3, 4))
+
+
+# A transposed convolution on patches of a few pixels runs far below the CPU's matmul
+# speed (a batch of tiny images). Up to this many times the convolution's multiplies,
+# the step is one matmul with the transpose's matrix instead.
+_MATMUL_FLOP_RATIO = 4
+
+
+def _conv_step(node: Node, A: Array, in_shape: Sequence[int], window: Window) -> Array:
+    """Patches at a convolution's output to patches at its input (no padding: the
+    padding is the window offset)."""
+    batch, n_rows = A.shape[:2]
+    params = {**node.params, "padding": ((0, 0), (0, 0))}
+
+    def conv(x: Array, w: Array) -> Array:
+        return node.primitive.bind(x, w, **params)
+
+    # Per row and channel pair: the matmul multiplies (ph pw) x (ph' pw'), the
+    # convolution (ph pw) x (kh kw).
+    if math.prod(window.size) <= _MATMUL_FLOP_RATIO * math.prod(_kernel_size(node)):
+        n_out = math.prod(A.shape[2:])
+        lhs = jnp.zeros((1, *window.size, in_shape[3]), A.dtype)
+        _, transpose = jax.vjp(lambda x: conv(x, node.args[1]), lhs)
+        eye = jnp.eye(n_out, dtype=A.dtype).reshape(n_out, 1, *A.shape[2:])
+        (matrix,) = jax.vmap(transpose)(eye)
+        A_in = A.reshape(batch * n_rows, n_out) @ matrix.reshape(n_out, -1)
+    else:
+        lhs_shape = (batch * n_rows, *window.size, in_shape[3])
+        itemsize = jnp.dtype(node.dtype).itemsize
+        per_example = itemsize * max(math.prod(lhs_shape[1:]), math.prod(A.shape[2:]))
+        chunk = linear.conv_batch_chunk(batch * n_rows, per_example)
+        transpose = linear._conv_transpose(conv, lhs_shape, node.dtype, chunk)
+        A_in = transpose(A.reshape(batch * n_rows, *A.shape[2:]), node.args[1])
+    return A_in.reshape(batch, n_rows, *window.size, in_shape[3])
+
+
+def _relu_step(node: Node, A: Array, ctx: linear.Context, pi: Array, pj: Array):
+    (z,) = node.inputs
+    lo, hi = ctx.intervals[z]
+    relax = relu_relaxation(lo, hi, ctx.lower_slope(node), node.params.get("slope", 0.0))
+    lines = [jnp.broadcast_to(v, node.shape) for v in relax[:4]]
+    lower_slope, _, upper_slope, upper_bias = (_take_windows(v, pi, pj) for v in lines)
+    A_pos, A_neg = jnp.maximum(A, 0), jnp.minimum(A, 0)
+    # The lower line of a ReLU passes through the origin: no lower bias.
+    return A_pos * lower_slope + A_neg * upper_slope, _sum_patch(A_neg * upper_bias)
+
+
+def _affine_step(node: Node, A: Array, pi: Array, pj: Array):
+    zeros = jnp.zeros(node.shape, node.dtype)
+    offset = node.apply_bounded(zeros)
+    scale = node.apply_bounded(jnp.ones(node.shape, node.dtype)) - offset
+    A_in = A * _take_windows(scale, pi, pj)
+    if node.op in ("add", "sub"):
+        return A_in, _sum_patch(A * _take_windows(offset, pi, pj))
+    return A_in, None
+
+
+def _fold(A: Array, pi: Array, pj: Array, shape: Sequence[int]) -> Array:
+    """Patches (B, R, ph, pw, C) as dense rows (B, R, H, W, C) (out-of-range entries,
+    all zero, are dropped)."""
+    h, w = shape[1:3]
+    dense = jnp.zeros((A.shape[0], A.shape[1], h + 2, w + 2, A.shape[4]), A.dtype)
+    # Out-of-range positions go to a spare border row/column that is cut off.
+    ii = jnp.clip(pi + 1, 0, h + 1)[:, :, None]
+    jj = jnp.clip(pj + 1, 0, w + 1)[:, None, :]
+    r = jnp.arange(A.shape[1])[:, None, None]
+    dense = dense.at[:, r, ii, jj, :].add(A)
+    return dense[:, :, 1 : h + 1, 1 : w + 1, :]
+
+
+def _concretize(input_set: InputSet, A: Array, bias: Array, pi: Array, pj: Array) -> Array:
+    """Lower bound of ``A . x + bias`` over the input set: (B, R)."""
+    if isinstance(input_set, (Box, LinfBall)):
+        lo, hi = input_set.bounding_box()
+        center = _take_windows((hi + lo) / 2, pi, pj)
+        radius = _take_windows((hi - lo) / 2, pi, pj)
+        return bias + _sum_patch(A * center) - _sum_patch(jnp.abs(A) * radius)
+    dense = _fold(A, pi, pj, input_set.shape)
+    return input_set.concretize(dense, bias)[0]
+
+
+def lower_bounds(
+    ctx: linear.Context,
+    input_set: InputSet,
+    chain: Sequence[Node],
+    rows_i: Array,
+    rows_j: Array,
+    A: Array,
+) -> Array:
+    """Lower bounds of ``A . y_target`` for patches ``A`` (B, R, 1, 1, C_target) at
+    target positions ``(rows_i, rows_j)`` (R each): (B, R)."""
+    graph = ctx.graph
+    bias = jnp.zeros(A.shape[:2], A.dtype)
+    for node, window in zip(chain, windows_along(graph, chain), strict=True):
+        in_shape = graph.nodes[node.inputs[0]].shape
+        pi = _positions(rows_i, window, 0)
+        pj = _positions(rows_j, window, 1)
+        if node.op == "conv_general_dilated":
+            A = _conv_step(node, A, in_shape, window)
+            A = A * _in_range(pi, pj, in_shape, A.dtype)
+            continue
+        if node.op in ("relu", "leaky_relu"):
+            A, step_bias = _relu_step(node, A, ctx, pi, pj)
+        else:
+            A, step_bias = _affine_step(node, A, pi, pj)
+        if step_bias is not None:
+            bias = bias + step_bias
+    window = windows_along(graph, chain)[-1]
+    pi = _positions(rows_i, window, 0)
+    pj = _positions(rows_j, window, 1)
+    return _concretize(input_set, A, bias, pi, pj)
+
+
+def default_chunk_size(graph: Graph, chain: Sequence[Node], budget: int = 1 << 26) -> int:
+    """Neurons per pass so that one patch tensor holds about ``budget`` numbers."""
+    batch = graph.nodes[0].shape[0]
+    widest = max(
+        w.size[0] * w.size[1] * max(graph.nodes[n.inputs[0]].shape[3], n.shape[3])
+        for n, w in zip(chain, windows_along(graph, chain), strict=True)
+    )
+    return max(1, budget // (2 * batch * widest))
+
+
+def identity_bounds(
+    ctx: linear.Context,
+    input_set: InputSet,
+    chain: Sequence[Node],
+    chunk_size: int | None = None,
+) -> Interval:
+    """Bounds of every neuron of ``chain[0]`` (an NHWC node), lower and upper, by patch
+    passes of ``chunk_size`` neurons (default: :func:`default_chunk_size`)."""
+    node = chain[0]
+    _, _, width, channels = node.shape
+
+    def run(rows: Array) -> tuple[Array, Array]:
+        i, j, c = rows // (width * channels), (rows // channels) % width, rows % channels
+        eye = jax.nn.one_hot(c, channels, dtype=node.dtype)[None, :, None, None, :]
+        eye = jnp.broadcast_to(eye, (node.shape[0], *eye.shape[1:]))
+        both = lower_bounds(
+            ctx,
+            input_set,
+            chain,
+            jnp.concatenate([i, i]),
+            jnp.concatenate([j, j]),
+            jnp.concatenate([eye, -eye], axis=1),
+        )
+        m = rows.shape[0]
+        return both[:, :m], -both[:, m:]
+
+    chunk = chunk_size or default_chunk_size(ctx.graph, chain)
+    return linear.bounds_in_chunks(run, node.shape, chunk)
