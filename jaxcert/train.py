@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -328,6 +329,13 @@ def restore_params(config: Any, workdir: str | Path) -> tuple[Experiment, Any, i
     return exp, state.params, int(latest)
 
 
+@functools.lru_cache(maxsize=8)
+def _metrics_fn(loss_fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The jitted metrics of ``loss_fn``, one per loss so that each epoch's validation
+    pass reuses the compiled program instead of tracing a new lambda."""
+    return jax.jit(lambda p, x, y, hp: loss_fn(p, x, y, hp, jax.random.PRNGKey(0))[1])
+
+
 def validation_means(
     exp: Experiment,
     params: Any,
@@ -340,7 +348,7 @@ def validation_means(
     if ds.x_val is None or len(ds.x_val) == 0:
         raise ValueError("no validation split: set data.validation_size > 0")
     hparams = {**hparams, "batch_stats": batch_stats if batch_stats is not None else {}}
-    metrics_fn = jax.jit(lambda p, x, y, hp: exp.loss_fn(p, x, y, hp, jax.random.PRNGKey(0))[1])
+    metrics_fn = _metrics_fn(exp.loss_fn)
     totals: dict[str, float] = {}
     n = 0
     size = min(batch_size, len(ds.x_val))

@@ -1,5 +1,6 @@
 """Training loop: learning, checkpoint-resume equality, NaN stop, 1-vs-2 devices."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -277,3 +278,20 @@ def test_batch_norm_models_keep_the_methods_initial_state(npz):
     new = metrics["method_state"]
     same = jax.tree.map(lambda a, b: a.shape == b.shape, new, state.method_state)
     assert all(jax.tree.leaves(same))
+
+
+def test_validation_passes_reuse_one_compiled_program(npz):
+    exp = train_lib.build(_ahs_config(npz, epochs=1))
+    traces, loss_fn = [], exp.loss_fn
+
+    def counting_loss(*args):
+        traces.append(1)
+        return loss_fn(*args)
+
+    exp = dataclasses.replace(exp, loss_fn=counting_loss)
+    init = train_lib.init_state(exp, 0)
+    hp = {"eps": exp.schedules.eps(0), "kappa": 1.0, "beta": 1.0, "lam": 0.0}
+    first = train_lib.validation_means(exp, init.params, hp, 20)
+    second = train_lib.validation_means(exp, init.params, hp, 20)  # the next epoch
+    assert len(traces) == 1
+    assert first == second
