@@ -30,6 +30,7 @@ import jax
 import jaxcert
 from benchmarks.report import write_section
 from jaxcert.models import get_model
+from jaxcert.xla_options import jit as xla_jit
 
 # Methods that bound every intermediate neuron by its own backward pass.
 FULL_METHODS = ("crown", "fastlin", "crown-opt")
@@ -61,7 +62,7 @@ def _setup(name: str, shape: tuple[int, ...], batch: int, eps: float, seed: int 
 
 def bench_model(name, shape, batch, eps, methods, full_batch, crown_opt_steps, skip_full=False):
     model, variables, x, y, eps = _setup(name, shape, batch, eps)
-    forward = jax.jit(lambda v, x: model.apply(v, x))
+    forward = xla_jit(lambda v, x: model.apply(v, x))
     _, t_forward = _time(forward, variables, x)
     rows = [
         {
@@ -103,7 +104,7 @@ def bench_model(name, shape, batch, eps, methods, full_batch, crown_opt_steps, s
             return jaxcert.bound(fn, s, method, spec=spec, bound_upper=False, **kwargs).lower
 
         compile_s, seconds = _time(
-            jax.jit(run), variables, xb, spec, min_reps=2 if b < batch else 3
+            xla_jit(run), variables, xb, spec, min_reps=2 if b < batch else 3
         )
         seconds_per_batch = seconds * batch / b
         rows.append(

@@ -38,6 +38,7 @@ import jaxcert
 from benchmarks.report import write_section
 from benchmarks.steps import method_loss
 from jaxcert.models import get_model
+from jaxcert.xla_options import jit as xla_jit
 
 _LIRPA_METHOD = {"ibp": "IBP", "crown-ibp": "CROWN-IBP", "crown": "CROWN"}
 
@@ -123,7 +124,7 @@ def _jax_step(name, apply_fn, num_classes, eps):
     hp = {"eps": jnp.float32(eps), "kappa": jnp.float32(0.5), "beta": jnp.float32(1.0)}
     hp["lam"] = jnp.float32(0.0)
 
-    @jax.jit
+    @xla_jit
     def step(params, opt_state, x, y):
         grads = jax.grad(lambda p: loss_fn(p, x, y, hp, jax.random.PRNGKey(0))[0])(params)
         updates, opt_state = opt.update(grads, opt_state, params)
@@ -220,7 +221,7 @@ def compare(torch, auto_lirpa, name, in_shape, batch, full_batch, eps) -> list[d
     for method in ("ibp", "crown-ibp", "crown"):
         n = full_batch if method == "crown" else batch
         s = jaxcert.LinfBall(x[:n], eps)
-        ours = jax.jit(
+        ours = xla_jit(
             lambda p, s, C, m=method: (
                 jaxcert.bound(lambda z: apply_fn(p, z), s, m, spec=C, bound_upper=False).lower
             )
@@ -286,7 +287,7 @@ def _compare_fused(torch, auto_lirpa, name, net, apply_fn, params, x, y, eps) ->
     y_t = torch.tensor(np.asarray(y), dtype=torch.long)
     _, fused_upper = _fused_module(torch, auto_lirpa, net, x_t, y_t)
     bx = auto_lirpa.BoundedTensor(x_t, auto_lirpa.PerturbationLpNorm(norm=float("inf"), eps=eps))
-    ours = jax.jit(
+    ours = xla_jit(
         lambda p, s, y: jaxcert.fused_cross_entropy_bound(lambda z: apply_fn(p, z), s, y, 10).upper
     )
     s = jaxcert.LinfBall(x, eps)

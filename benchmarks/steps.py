@@ -36,6 +36,7 @@ from benchmarks.report import run_header, write_section
 from jaxcert import methods
 from jaxcert.config import default_config
 from jaxcert.models import get_model
+from jaxcert.xla_options import jit as xla_jit
 
 # "NAME+lf": method NAME with loss fusion (one backward row, jaxcert.loss_fusion).
 # Ordered roughly by memory, so that the running peak-memory column rises with them.
@@ -121,7 +122,7 @@ def _step_fn(name: str, apply_fn, num_classes: int, eps: float):
         updates, opt_state = opt.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, method_state, metrics["loss"]
 
-    return loss_fn, opt, jax.jit(step)
+    return loss_fn, opt, xla_jit(step)
 
 
 def bench(model_name: str, shape, batch: int, eps: float, names) -> list[dict]:

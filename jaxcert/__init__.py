@@ -14,6 +14,7 @@ from jaxcert.errors import UnsupportedOperation
 from jaxcert.loss_fusion import FusedLossBound, fused_cross_entropy_bound
 from jaxcert.sets import Box, InputSet, L0Ball, L1Ball, L2Ball, LinfBall
 from jaxcert.specs import margin_spec, worst_case_logits
+from jaxcert.xla_options import compiler_options
 
 __version__ = "0.1.0"
 
@@ -30,6 +31,7 @@ __all__ = [
     "UnsupportedOperation",
     "bound",
     "fused_cross_entropy_bound",
+    "compiler_options",
     "margin_spec",
     "worst_case_logits",
 ]

@@ -26,6 +26,7 @@ from jaxcert.ensemble import ensemble
 from jaxcert.losses import verified
 from jaxcert.sets import L2Ball, LinfBall
 from jaxcert.specs import margin_spec
+from jaxcert.xla_options import jit as xla_jit
 
 Array = jax.Array
 
@@ -83,11 +84,11 @@ def evaluate(
     fn = lambda z: apply_fn(params, z)  # noqa: E731
     key = jax.random.PRNGKey(seed)
 
-    @jax.jit
+    @xla_jit
     def correct(xb: Array, yb: Array) -> Array:
         return jnp.argmax(fn(xb), -1) == yb
 
-    @jax.jit
+    @xla_jit
     def pgd_correct(xb: Array, yb: Array) -> Array:
         adv = pgd(
             fn, xb, yb, eps, steps=pgd_steps, restarts=pgd_restarts, key=key, clip=clip, norm=norm
@@ -102,7 +103,7 @@ def evaluate(
         if method == "crown-opt":
             kwargs["steps"] = opt_steps
 
-        @jax.jit
+        @xla_jit
         def run(xb: Array, yb: Array, radius: Array) -> Array:
             ball = L2Ball if norm == "l2" else LinfBall
             s = ball(xb, radius, clip=clip)

@@ -33,6 +33,7 @@ from jaxcert import data as data_lib
 from jaxcert import schedules as sched
 from jaxcert.methods import make_loss
 from jaxcert.models import get_model
+from jaxcert.xla_options import jit as xla_jit
 
 Array = jax.Array
 
@@ -333,7 +334,7 @@ def restore_params(config: Any, workdir: str | Path) -> tuple[Experiment, Any, i
 def _metrics_fn(loss_fn: Callable[..., Any]) -> Callable[..., Any]:
     """The jitted metrics of ``loss_fn``, one per loss so that each epoch's validation
     pass reuses the compiled program instead of tracing a new lambda."""
-    return jax.jit(lambda p, x, y, hp: loss_fn(p, x, y, hp, jax.random.PRNGKey(0))[1])
+    return xla_jit(lambda p, x, y, hp: loss_fn(p, x, y, hp, jax.random.PRNGKey(0))[1])
 
 
 def validation_means(
@@ -424,7 +425,7 @@ def train(config: Any, workdir: str | Path, *, progress: bool = True) -> tuple[T
     state = jax.device_put(state, replicated)
     start_step = int(state.step)
 
-    step_fn = jax.jit(make_train_step(exp, config.data.augment), donate_argnums=0, static_argnums=3)
+    step_fn = xla_jit(make_train_step(exp, config.data.augment), donate_argnums=0, static_argnums=3)
     adaptive = bool(config.method.get("adaptive_lambda", False))
     lam: Array | None = None
     records: list[dict] = []
