@@ -131,7 +131,7 @@ def test_conv_transpose_has_the_gradient_of_plain_autodiff(kwargs, chunk):
     # whole or on uneven slices of the batch (6 examples, chunks of 4 and 2).
     from jax import lax
 
-    from jaxcert.domains.linear import _conv_transpose
+    from jaxcert.domains.linear import conv_transpose
 
     k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
     x_shape = (6, 7, 7, 4)
@@ -148,7 +148,7 @@ def test_conv_transpose_has_the_gradient_of_plain_autodiff(kwargs, chunk):
     def plain(a, w):
         return jax.vjp(lambda x: conv(x, w), jnp.zeros(x_shape))[1](a)[0]
 
-    fast = _conv_transpose(conv, x_shape, jnp.float32, chunk)
+    fast = conv_transpose(conv, x_shape, jnp.float32, chunk)
     np.testing.assert_allclose(fast(a, w), plain(a, w), rtol=1e-5, atol=1e-5)
     for argnum in (0, 1):
         want = jax.grad(lambda a, w: jnp.sum(g * plain(a, w)), argnum)(a, w)

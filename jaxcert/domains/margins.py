@@ -207,9 +207,8 @@ def propagate(
     exact: dict[int, Array] = {}
     if not isinstance(input_set, (LinfBall, Box)):
         ctx = linear.Context(graph, [None] * len(graph.nodes), linear.slope_chooser("adaptive"))
-        chunk = chunk_size or linear.default_chunk_size(graph)
         for index in _first_layer(graph):
-            lo, hi = linear.identity_bounds(ctx, input_set, index, chunk)
+            lo, hi = linear.identity_bounds(ctx, input_set, index, chunk_size)
             exact[index] = (hi - lo) / 2
     with_drift = method in ("double-margin", "ibp+v")
     slope = _SINGLEPROP_SLOPE.get(method)

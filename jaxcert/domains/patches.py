@@ -194,7 +194,7 @@ def _conv_step(node: Node, A: Array, in_shape: Sequence[int], window: Window) ->
         itemsize = jnp.dtype(node.dtype).itemsize
         per_example = itemsize * max(math.prod(lhs_shape[1:]), math.prod(A.shape[2:]))
         chunk = linear.conv_batch_chunk(batch * n_rows, per_example)
-        transpose = linear._conv_transpose(conv, lhs_shape, node.dtype, chunk)
+        transpose = linear.conv_transpose(conv, lhs_shape, node.dtype, chunk)
         A_in = transpose(A.reshape(batch * n_rows, *A.shape[2:]), node.args[1])
     return A_in.reshape(batch, n_rows, *window.size, in_shape[3])
 
