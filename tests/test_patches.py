@@ -10,7 +10,7 @@ import pytest
 
 import jaxcert
 from jaxcert import Box, L1Ball, L2Ball, LinfBall
-from jaxcert.domains import interval, linear, patches
+from jaxcert.domains import interval, linear, margins, patches
 from jaxcert.graph import trace
 
 
@@ -76,6 +76,28 @@ def test_patch_bounds_equal_dense_bounds(set_name, chunk):
     assert checked == 3  # the three convolutional pre-activations; not the dense head
 
 
+@pytest.mark.parametrize("set_name", ["linf-clip", "l2"])
+def test_patch_bounds_contain_sampled_preactivations(set_name):
+    model, variables, x = _chain_fn()
+    s = _sets(x)[set_name]
+    graph = trace(lambda z: model.apply(variables, z), x.shape, x.dtype)
+    intervals = linear.crown_intervals(graph, s, linear.slope_chooser("adaptive"))
+    key_v, key_s = jax.random.split(jax.random.PRNGKey(3))
+    points = jnp.concatenate(
+        [s.sample(key_s, 200)] + ([s.vertices(key_v, 200)] if set_name == "linf-clip" else [])
+    )
+    checked = 0
+    for index in linear.preactivation_nodes(graph):
+        if patches.conv_chain(graph, index) is None:
+            continue
+        lo, hi = intervals[index]
+        values = jax.vmap(lambda p, i=index: margins.forward_values(graph, p)[i])(points)
+        assert np.all(np.asarray(values) >= np.asarray(lo)[None] - 1e-5)
+        assert np.all(np.asarray(values) <= np.asarray(hi)[None] + 1e-5)
+        checked += 1
+    assert checked == 3
+
+
 def _no_patches(monkeypatch):
     monkeypatch.setattr(patches, "conv_chain", lambda graph, index: None)
 
@@ -123,7 +145,7 @@ def test_windows_grow_with_kernels_strides_and_padding():
     chain = patches.conv_chain(graph, graph.output)
     windows = [
         w
-        for n, w in zip(chain, patches.windows_along(graph, chain), strict=True)
+        for n, w in zip(chain, patches.windows_along(chain), strict=True)
         if n.op == "conv_general_dilated"
     ]
     # Back through the last conv: 3x3, stride 2, offset 2 (low padding) on each row axis.

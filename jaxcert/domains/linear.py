@@ -45,6 +45,7 @@ __all__ = [
     "identity_bounds",
     "concretize_interval",
     "conv_transpose",
+    "transpose_merged",
     "backward_coefficients",
     "default_chunk_size",
     "bounds_in_chunks",
@@ -181,13 +182,20 @@ def _conv_rule(node: Node, A: Array, ctx: Context) -> tuple[list[tuple[int, Arra
     in_shape = ctx.graph.nodes[i].shape
     batch, n_spec = A.shape[:2]
     conv = lambda x, w: node.apply(x, w)  # noqa: E731
-    flat_shape = (batch * n_spec, *in_shape[1:])
-    itemsize = jnp.dtype(node.dtype).itemsize
-    per_example = itemsize * max(math.prod(in_shape[1:]), math.prod(A.shape[2:]))
-    chunk = conv_batch_chunk(batch * n_spec, per_example)
-    transpose = conv_transpose(conv, flat_shape, node.dtype, chunk)
-    A_in = transpose(A.reshape(batch * n_spec, *A.shape[2:]), node.args[1])
+    flat_A = A.reshape(batch * n_spec, *A.shape[2:])
+    A_in = transpose_merged(conv, flat_A, node.args[1], tuple(in_shape[1:]))
     return [(i, A_in.reshape(batch, n_spec, *in_shape[1:]))], None
+
+
+def transpose_merged(
+    conv: Callable[[Array, Array], Array], A: Array, w: Array, in_rest: tuple[int, ...]
+) -> Array:
+    """``L_w^T A`` for rows ``A`` (N, *out_rest) merged into the batch axis: (N, *in_rest),
+    by :func:`conv_transpose` in slices of :func:`conv_batch_chunk` rows."""
+    itemsize = jnp.dtype(A.dtype).itemsize
+    per_example = itemsize * max(math.prod(in_rest), math.prod(A.shape[1:]))
+    chunk = conv_batch_chunk(A.shape[0], per_example)
+    return conv_transpose(conv, (A.shape[0], *in_rest), A.dtype, chunk)(A, w)
 
 
 RULES["conv_general_dilated"] = _conv_rule

@@ -108,7 +108,7 @@ def conv_chain(graph: Graph, index: int) -> list[Node] | None:
     return chain
 
 
-def windows_along(graph: Graph, chain: Sequence[Node]) -> list[Window]:
+def windows_along(chain: Sequence[Node]) -> list[Window]:
     """The window at the input of each chain node (``chain[0]`` is the target)."""
     window = Window((1, 1), (1, 1), (0, 0))
     out = []
@@ -128,7 +128,7 @@ def windows_along(graph: Graph, chain: Sequence[Node]) -> list[Window]:
 
 def prefers_patches(graph: Graph, chain: Sequence[Node]) -> bool:
     """Whether the patches hold fewer numbers than the feature maps they stand for."""
-    windows = windows_along(graph, chain)
+    windows = windows_along(chain)
     patch = dense = 0
     for node, window in zip(chain, windows, strict=True):
         shape = graph.nodes[node.inputs[0]].shape
@@ -190,12 +190,8 @@ def _conv_step(node: Node, A: Array, in_shape: Sequence[int], window: Window) ->
         (matrix,) = jax.vmap(transpose)(eye)
         A_in = A.reshape(batch * n_rows, n_out) @ matrix.reshape(n_out, -1)
     else:
-        lhs_shape = (batch * n_rows, *window.size, in_shape[3])
-        itemsize = jnp.dtype(node.dtype).itemsize
-        per_example = itemsize * max(math.prod(lhs_shape[1:]), math.prod(A.shape[2:]))
-        chunk = linear.conv_batch_chunk(batch * n_rows, per_example)
-        transpose = linear.conv_transpose(conv, lhs_shape, node.dtype, chunk)
-        A_in = transpose(A.reshape(batch * n_rows, *A.shape[2:]), node.args[1])
+        flat_A = A.reshape(batch * n_rows, *A.shape[2:])
+        A_in = linear.transpose_merged(conv, flat_A, node.args[1], (*window.size, in_shape[3]))
     return A_in.reshape(batch, n_rows, *window.size, in_shape[3])
 
 
@@ -203,8 +199,10 @@ def _relu_step(node: Node, A: Array, ctx: linear.Context, pi: Array, pj: Array):
     (z,) = node.inputs
     lo, hi = ctx.intervals[z]
     relax = relu_relaxation(lo, hi, ctx.lower_slope(node), node.params.get("slope", 0.0))
-    lines = [jnp.broadcast_to(v, node.shape) for v in relax[:4]]
-    lower_slope, _, upper_slope, upper_bias = (_take_windows(v, pi, pj) for v in lines)
+    lower_slope, upper_slope, upper_bias = (
+        _take_windows(jnp.broadcast_to(v, node.shape), pi, pj)
+        for v in (relax.lower_slope, relax.upper_slope, relax.upper_bias)
+    )
     A_pos, A_neg = jnp.maximum(A, 0), jnp.minimum(A, 0)
     # The lower line of a ReLU passes through the origin: no lower bias.
     return A_pos * lower_slope + A_neg * upper_slope, _sum_patch(A_neg * upper_bias)
@@ -256,7 +254,7 @@ def lower_bounds(
     target positions ``(rows_i, rows_j)`` (R each): (B, R)."""
     graph = ctx.graph
     bias = jnp.zeros(A.shape[:2], A.dtype)
-    for node, window in zip(chain, windows_along(graph, chain), strict=True):
+    for node, window in zip(chain, windows_along(chain), strict=True):
         in_shape = graph.nodes[node.inputs[0]].shape
         pi = _positions(rows_i, window, 0)
         pj = _positions(rows_j, window, 1)
@@ -270,9 +268,7 @@ def lower_bounds(
             A, step_bias = _affine_step(node, A, pi, pj)
         if step_bias is not None:
             bias = bias + step_bias
-    window = windows_along(graph, chain)[-1]
-    pi = _positions(rows_i, window, 0)
-    pj = _positions(rows_j, window, 1)
+    # pi, pj now hold the windows on the input (the last chain node reads it).
     return _concretize(input_set, A, bias, pi, pj)
 
 
@@ -281,7 +277,7 @@ def default_chunk_size(graph: Graph, chain: Sequence[Node], budget: int = 1 << 2
     batch = graph.nodes[0].shape[0]
     widest = max(
         w.size[0] * w.size[1] * max(graph.nodes[n.inputs[0]].shape[3], n.shape[3])
-        for n, w in zip(chain, windows_along(graph, chain), strict=True)
+        for n, w in zip(chain, windows_along(chain), strict=True)
     )
     return max(1, budget // (2 * batch * widest))
 
