@@ -205,12 +205,13 @@ def _relaxation_rule(
     relax: Relaxation, A: Array, skip_lower_bias: bool = False
 ) -> tuple[Array, Array]:
     """``A`` through ``y = f(z)``: the lower line where ``A > 0``, the upper where ``A < 0``."""
-    A_pos, A_neg = jnp.maximum(A, 0), jnp.minimum(A, 0)
-    A_z = A_pos * relax.lower_slope[:, None] + A_neg * relax.upper_slope[:, None]
-    bias = _sum_rest(A_neg * relax.upper_bias[:, None])
-    if not skip_lower_bias:
-        bias = bias + _sum_rest(A_pos * relax.lower_bias[:, None])
-    return A_z, bias
+    positive = A > 0
+    slope = jnp.where(positive, relax.lower_slope[:, None], relax.upper_slope[:, None])
+    if skip_lower_bias:
+        offset = jnp.where(positive, 0, relax.upper_bias[:, None])
+    else:
+        offset = jnp.where(positive, relax.lower_bias[:, None], relax.upper_bias[:, None])
+    return A * slope, _sum_rest(A * offset)
 
 
 def _relu_rule(node: Node, A: Array, ctx: Context) -> tuple[list[tuple[int, Array]], Array]:
