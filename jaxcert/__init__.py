@@ -9,7 +9,7 @@ Example:
   Array([[-0.2]], dtype=float32)
 """
 
-from jaxcert.bounds import METHODS, Bounds, bound
+from jaxcert.bounds import METHODS, Bounds, TracedNetwork, bound
 from jaxcert.errors import UnsupportedOperation
 from jaxcert.loss_fusion import FusedLossBound, fused_cross_entropy_bound
 from jaxcert.sets import Box, InputSet, L0Ball, L1Ball, L2Ball, LinfBall
@@ -28,6 +28,7 @@ __all__ = [
     "L1Ball",
     "L2Ball",
     "LinfBall",
+    "TracedNetwork",
     "UnsupportedOperation",
     "bound",
     "fused_cross_entropy_bound",

@@ -34,7 +34,7 @@ from jaxcert.slope_opt import optimised_crown_lower, resolve_objective, signed_s
 
 Array = jax.Array
 
-__all__ = ["Bounds", "METHODS", "bound"]
+__all__ = ["Bounds", "METHODS", "TracedNetwork", "bound"]
 
 METHODS = (
     "ibp",
@@ -101,6 +101,13 @@ def _intermediate(graph: Graph, intervals: list[Any]) -> dict[str, Bounds]:
         lo, hi = intervals[node.inputs[0]]
         out[node.name] = Bounds(lo, hi)
     return out
+
+
+def _check_request(method: str, steps: int | None) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    if steps is not None and steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
 
 
 def _check_slopes(graph: Graph, slopes: dict[str, Array] | None) -> dict[str, Array]:
@@ -183,107 +190,174 @@ def bound(
       >>> float(b.lower[0, 0]), round(float(b.upper[0, 0]), 6)
       (0.0, 0.2)
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
-    if not isinstance(input_set, InputSet):
-        raise TypeError(f"input_set must be a jaxcert input set, got {type(input_set).__name__}")
-    if steps is not None and steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    dtype = jnp.result_type(input_set.bounding_box()[0])
-    graph = trace(fn, input_set.shape, dtype)
-    out_shape = graph.nodes[graph.output].shape
-    A = _spec_matrix(spec, out_shape).astype(dtype)
-    n_spec = A.shape[1]
-    # Upper bounds are minus the lower bounds of -A: one pass for both.
-    A_both = jnp.concatenate([A, -A], axis=1) if bound_upper else A
-    user_slopes = _check_slopes(graph, slopes)
+    _check_request(method, steps)  # before tracing fn
+    return TracedNetwork(fn, input_set).bound(
+        method,
+        spec,
+        return_intermediate=return_intermediate,
+        slopes=slopes,
+        key=key,
+        steps=steps,
+        step_size=step_size,
+        objective=objective,
+        bound_upper=bound_upper,
+        chunk_size=chunk_size,
+        intersect_ibp=intersect_ibp,
+        lipschitz=lipschitz,
+        solver_iters=solver_iters,
+    )
 
-    if method == "ibp":
-        intervals = interval.propagate(graph, *input_set.bounding_box())
-        if spec is None:
-            lo, hi = intervals[graph.output]
-            return _finish(
-                graph,
-                intervals,
-                lo.reshape(lo.shape[0], -1),
-                hi.reshape(hi.shape[0], -1),
-                return_intermediate,
+
+class TracedNetwork:
+    """``fn`` traced once over ``input_set``: several bounds of it share one IBP pass.
+
+    Training objectives mix bounds: CROWN-IBP's ``(1 - beta) IBP + beta CROWN-IBP``,
+    loss fusion's IBP margins and its one linear row. As separate :func:`bound` calls,
+    each would propagate IBP itself; XLA merges the duplicate forward passes but not
+    their gradients, so the IBP pass would be differentiated once per call. Here every
+    method whose intermediate bounds are IBP's reads the same intervals. Build it
+    inside the function you differentiate or jit, as you would call :func:`bound`.
+
+    Example:
+      >>> import jaxcert
+      >>> fn = lambda x: jax.nn.relu(x @ jnp.array([[1.0, -1.0]])) @ jnp.ones((2, 1))
+      >>> net = TracedNetwork(fn, jaxcert.LinfBall(jnp.array([[0.5]]), 0.25))
+      >>> net.bound("ibp").lower, net.bound("crown-ibp").lower  # one IBP pass for both
+      (Array([[0.25]], dtype=float32), Array([[0.25]], dtype=float32))
+    """
+
+    def __init__(self, fn: Callable[[Array], Array], input_set: InputSet):
+        if not isinstance(input_set, InputSet):
+            raise TypeError(
+                f"input_set must be a jaxcert input set, got {type(input_set).__name__}"
             )
-        ctx = linear.Context(graph, intervals, linear.slope_chooser("adaptive"))
-        both = linear.lower_bound(
-            ctx, input_set, graph.output, A_both, stop=linear.activation_stops(graph)
-        )
-        return _split(graph, intervals, both, n_spec, bound_upper, return_intermediate)
+        self.fn, self.input_set = fn, input_set
+        self.dtype = jnp.result_type(input_set.bounding_box()[0])
+        self.graph = trace(fn, input_set.shape, self.dtype)
+        self._ibp: list[Any] | None = None
 
-    if method in ("bcp", "lmt"):
-        lipschitz_lib.check_supported(graph)
-        if lipschitz is None:
-            lipschitz = lipschitz_lib.certified_lipschitz(lipschitz_lib.unit_graph(fn, input_set))
-        both, intervals = lipschitz_lib.bcp_lower(
-            graph, input_set, A_both, lipschitz, solver_iters, use_box=method == "bcp"
-        )
-        return _split(graph, intervals, both, n_spec, bound_upper, return_intermediate)
+    def ibp_intervals(self) -> list[Any]:
+        """Every node's IBP interval ``(lower, upper)``, computed on first use."""
+        if self._ibp is None:
+            self._ibp = interval.propagate(self.graph, *self.input_set.bounding_box())
+        return self._ibp
 
-    rule = _FINAL_SLOPE[method]
-    if method == "crown-opt":
-        objective_fn = resolve_objective(objective or "sum")
-        halves = [A, -A] if bound_upper else [A]
-        results = [
-            optimised_crown_lower(
+    def bound(
+        self,
+        method: str = "ibp",
+        spec: Array | None = None,
+        *,
+        return_intermediate: bool = False,
+        slopes: dict[str, Array] | None = None,
+        key: Array | None = None,
+        steps: int | None = None,
+        step_size: float | None = None,
+        objective: str | Callable[[Array], Array] | None = None,
+        bound_upper: bool = True,
+        chunk_size: int | None = None,
+        intersect_ibp: bool = True,
+        lipschitz: dict[int, Array] | None = None,
+        solver_iters: int | None = None,
+    ) -> Bounds:
+        """Bounds of ``fn`` over the input set by ``method``: :func:`bound`'s arguments
+        after ``input_set``, and the same result."""
+        _check_request(method, steps)
+        graph, input_set = self.graph, self.input_set
+        out_shape = graph.nodes[graph.output].shape
+        A = _spec_matrix(spec, out_shape).astype(self.dtype)
+        n_spec = A.shape[1]
+        # Upper bounds are minus the lower bounds of -A: one pass for both.
+        A_both = jnp.concatenate([A, -A], axis=1) if bound_upper else A
+        user_slopes = _check_slopes(graph, slopes)
+
+        if method == "ibp":
+            intervals = self.ibp_intervals()
+            if spec is None:
+                lo, hi = intervals[graph.output]
+                return _finish(
+                    graph,
+                    intervals,
+                    lo.reshape(lo.shape[0], -1),
+                    hi.reshape(hi.shape[0], -1),
+                    return_intermediate,
+                )
+            ctx = linear.Context(graph, intervals, linear.slope_chooser("adaptive"))
+            both = linear.lower_bound(
+                ctx, input_set, graph.output, A_both, stop=linear.activation_stops(graph)
+            )
+            return _split(graph, intervals, both, n_spec, bound_upper, return_intermediate)
+
+        if method in ("bcp", "lmt"):
+            lipschitz_lib.check_supported(graph)
+            if lipschitz is None:
+                lipschitz = lipschitz_lib.certified_lipschitz(
+                    lipschitz_lib.unit_graph(self.fn, input_set)
+                )
+            both, intervals = lipschitz_lib.bcp_lower(
+                graph, input_set, A_both, lipschitz, solver_iters, use_box=method == "bcp"
+            )
+            return _split(graph, intervals, both, n_spec, bound_upper, return_intermediate)
+
+        rule = _FINAL_SLOPE[method]
+        if method == "crown-opt":
+            objective_fn = resolve_objective(objective or "sum")
+            halves = [A, -A] if bound_upper else [A]
+            results = [
+                optimised_crown_lower(
+                    graph,
+                    input_set,
+                    half,
+                    steps=steps or 20,
+                    step_size=step_size or 0.1,
+                    objective=objective_fn,
+                    chunk_size=chunk_size,
+                    intersect_ibp=intersect_ibp,
+                )
+                for half in halves
+            ]
+            both = jnp.concatenate([r[0] for r in results], axis=1)
+            return _split(graph, results[0][1], both, n_spec, bound_upper, return_intermediate)
+
+        if method in ("crown", "fastlin"):
+            intervals = linear.crown_intervals(
                 graph,
                 input_set,
-                half,
-                steps=steps or 20,
-                step_size=step_size or 0.1,
-                objective=objective_fn,
-                chunk_size=chunk_size,
+                linear.slope_chooser(rule),
                 intersect_ibp=intersect_ibp,
+                chunk_size=chunk_size,
             )
-            for half in halves
-        ]
-        both = jnp.concatenate([r[0] for r in results], axis=1)
-        return _split(graph, results[0][1], both, n_spec, bound_upper, return_intermediate)
+        else:
+            intervals = self.ibp_intervals()
 
-    if method in ("crown", "fastlin"):
-        intervals = linear.crown_intervals(
-            graph,
-            input_set,
-            linear.slope_chooser(rule),
-            intersect_ibp=intersect_ibp,
-            chunk_size=chunk_size,
-        )
-    else:
-        intervals = interval.propagate(graph, *input_set.bounding_box())
+        if method == "crown-ibp-opt":
+            if key is None:
+                raise ValueError("method 'crown-ibp-opt' needs key= (a PRNG key for the slopes)")
+            n_steps = steps or 1
+            eta = step_size if step_size is not None else (2.0 if n_steps == 1 else 0.1)
+            objective_fn = resolve_objective(objective or "ce")
+            lower_key, upper_key = jax.random.split(key)
+            parts = []
+            for half, half_key, obj in ((A, lower_key, objective_fn), (-A, upper_key, None)):
+                if obj is None and not bound_upper:
+                    break
+                opt = signed_step_slopes(
+                    graph,
+                    input_set,
+                    intervals,
+                    half,
+                    half_key,
+                    steps=n_steps,
+                    step_size=eta,
+                    objective=obj or resolve_objective("sum"),
+                )
+                ctx = linear.Context(graph, intervals, linear.slope_chooser(rule, opt))
+                parts.append(linear.lower_bound(ctx, input_set, graph.output, half))
+            both = jnp.concatenate(parts, axis=1)
+            return _split(graph, intervals, both, n_spec, bound_upper, return_intermediate)
 
-    if method == "crown-ibp-opt":
-        if key is None:
-            raise ValueError("method 'crown-ibp-opt' needs key= (a PRNG key for the slopes)")
-        n_steps = steps or 1
-        eta = step_size if step_size is not None else (2.0 if n_steps == 1 else 0.1)
-        objective_fn = resolve_objective(objective or "ce")
-        lower_key, upper_key = jax.random.split(key)
-        parts = []
-        for half, half_key, obj in ((A, lower_key, objective_fn), (-A, upper_key, None)):
-            if obj is None and not bound_upper:
-                break
-            opt = signed_step_slopes(
-                graph,
-                input_set,
-                intervals,
-                half,
-                half_key,
-                steps=n_steps,
-                step_size=eta,
-                objective=obj or resolve_objective("sum"),
-            )
-            ctx = linear.Context(graph, intervals, linear.slope_chooser(rule, opt))
-            parts.append(linear.lower_bound(ctx, input_set, graph.output, half))
-        both = jnp.concatenate(parts, axis=1)
+        ctx = linear.Context(graph, intervals, linear.slope_chooser(rule, user_slopes))
+        both = linear.lower_bound(ctx, input_set, graph.output, A_both)
         return _split(graph, intervals, both, n_spec, bound_upper, return_intermediate)
-
-    ctx = linear.Context(graph, intervals, linear.slope_chooser(rule, user_slopes))
-    both = linear.lower_bound(ctx, input_set, graph.output, A_both)
-    return _split(graph, intervals, both, n_spec, bound_upper, return_intermediate)
 
 
 def _split(

@@ -27,7 +27,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxcert.bounds import bound
+from jaxcert.bounds import TracedNetwork
 from jaxcert.sets import InputSet
 from jaxcert.specs import margin_spec
 
@@ -106,7 +106,8 @@ def fused_cross_entropy_bound(
             f"loss fusion takes a linear method, one of {LINEAR_METHODS}; got {method!r}"
         )
     spec = margin_spec(y, num_classes)
-    margins = bound(fn, input_set, "ibp", spec=spec, bound_upper=True)
+    net = TracedNetwork(fn, input_set)  # the row's bound reuses these IBP intervals
+    margins = net.bound("ibp", spec=spec, bound_upper=True)
     # d_j = -(z_y - z_j) lies in [-upper margin, -lower margin]; shift by M = max_j b_j
     # (and d_y = 0), a constant that cancels in M + log(S e^-M).
     shift = jax.lax.stop_gradient(jnp.maximum(jnp.max(-margins.lower, axis=-1), 0.0))
@@ -118,7 +119,7 @@ def fused_cross_entropy_bound(
     slope, intercept = _exp_chord(a, b)
     # sum_j slope_j d_j = -(slope^T C) z: the one row whose lower bound is needed.
     row = jnp.einsum("bj,bjk->bk", slope, spec)[:, None, :]
-    lower = bound(fn, input_set, method, spec=row, bound_upper=False).lower[:, 0]
+    lower = net.bound(method, spec=row, bound_upper=False).lower[:, 0]
     linear_sum = -lower + jnp.sum(intercept - slope * shift[:, None], axis=-1) + label_term
     # S >= exp(d_y - M): clamping at it keeps rounding from leaving the domain of log.
     linear_sum = jnp.maximum(linear_sum, label_term)

@@ -13,6 +13,7 @@ import functools
 import inspect
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -340,6 +341,69 @@ def test_chunk_size_does_not_change_bounds(method):
     chunked = run_bound(case.fn, s, method, spec=spec, chunk_size=2)
     assert_close(chunked.lower, whole.lower, f"{method}: chunked lower")
     assert_close(chunked.upper, whole.upper, f"{method}: chunked upper")
+
+
+@pytest.mark.parametrize("method", ["crown-ibp", "cap-ibp", "crown-ibp-opt", "crown"])
+def test_traced_network_gives_the_bounds_of_separate_calls(method):
+    case = make_case("cnn")
+    s = jaxcert.LinfBall(case.x, EPS, clip=CLIP)
+    spec = spec_for(case, True)
+    net = jaxcert.TracedNetwork(case.fn, s)
+    kwargs = {"key": jax.random.PRNGKey(0)} if method == "crown-ibp-opt" else {}
+    for m in ("ibp", method):  # IBP first: the linear method then reuses its intervals
+        shared = net.bound(m, spec=spec, **(kwargs if m == method else {}))
+        alone = run_bound(case.fn, s, m, spec=spec)
+        assert_close(shared.lower, alone.lower, f"{m}: TracedNetwork lower")
+        assert_close(shared.upper, alone.upper, f"{m}: TracedNetwork upper")
+
+
+def _count_convolutions(jaxpr) -> int:
+    count = 0
+    for eqn in jaxpr.eqns:
+        count += eqn.primitive.name == "conv_general_dilated"
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            count += _count_convolutions(sub)
+    return count
+
+
+def test_traced_network_differentiates_one_ibp_pass():
+    # The mixed CROWN-IBP objective's gradient: with one TracedNetwork it holds as many
+    # convolutions as CROWN-IBP's alone (the IBP margins add only the elided last
+    # layer); with two bound calls, a second IBP pass and its gradient.
+    case = make_case("cnn")
+    spec = spec_for(case, True)
+
+    def objective(variables, how):
+        fn = lambda z: case.module.apply(variables, z)  # noqa: E731
+        s = jaxcert.LinfBall(case.x, EPS, clip=CLIP)
+        if how == "crown-ibp alone":
+            return jnp.sum(jaxcert.bound(fn, s, "crown-ibp", spec=spec).lower)
+        if how == "shared":
+            net = jaxcert.TracedNetwork(fn, s)
+            ibp, lin = net.bound("ibp", spec=spec), net.bound("crown-ibp", spec=spec)
+        else:
+            ibp, lin = (
+                jaxcert.bound(fn, s, "ibp", spec=spec),
+                jaxcert.bound(fn, s, "crown-ibp", spec=spec),
+            )
+        return jnp.sum(ibp.lower + lin.lower)
+
+    counts = {
+        how: _count_convolutions(
+            jax.make_jaxpr(jax.grad(objective), static_argnums=1)(case.variables, how).jaxpr
+        )
+        for how in ("crown-ibp alone", "shared", "separate")
+    }
+    assert counts["shared"] == counts["crown-ibp alone"] < counts["separate"], counts
+    shared = jax.grad(objective)(case.variables, "shared")
+    separate = jax.grad(objective)(case.variables, "separate")
+    for a, b in zip(jax.tree.leaves(shared), jax.tree.leaves(separate), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_traced_network_rejects_a_non_set():
+    with pytest.raises(TypeError, match="jaxcert input set"):
+        jaxcert.TracedNetwork(jnp.tanh, jnp.zeros((1, 2)))
 
 
 # ---------------------------------------------------------------- tightness

@@ -35,7 +35,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from jaxcert.bounds import bound
+from jaxcert.bounds import TracedNetwork
 from jaxcert.loss_fusion import LINEAR_METHODS, fused_cross_entropy_bound
 from jaxcert.losses import mixed_objective, robust_cross_entropy, verified
 from jaxcert.methods import config_value, register
@@ -69,9 +69,9 @@ def make_certified(bound_method: str):
                 "step_size": float(config_value(config, "opt_step_size", 2.0)),
             }
 
-        def margins(fn, s, spec, method, rng):
+        def margins(net, spec, method, rng):
             kwargs = dict(opt_kwargs, key=rng) if method == "crown-ibp-opt" else {}
-            return bound(fn, s, method, spec=spec, bound_upper=False, **kwargs).lower
+            return net.bound(method, spec=spec, bound_upper=False, **kwargs).lower
 
         def loss_fn(params, x, y, hparams, rng):
             fn = lambda z: apply_fn(params, z)  # noqa: E731
@@ -80,7 +80,9 @@ def make_certified(bound_method: str):
             if loss_fusion and hparams.get("use_linear", True) is not False:
                 return _fused_loss(fn, s, x, y, num_classes, bound_method, hparams)
             spec = margin_spec(y, num_classes)
-            m_ibp = margins(fn, s, spec, "ibp", rng)
+            # One trace and one IBP pass for both bounds (and one gradient through it).
+            net = TracedNetwork(fn, s)
+            m_ibp = margins(net, spec, "ibp", rng)
             extra = {}
             if bound_method == "ibp" or hparams.get("use_linear", True) is False:
                 m = m_ibp
@@ -96,7 +98,7 @@ def make_certified(bound_method: str):
                 penalty = tight_d * extra["tight_d"] + tight_r * extra["tight_r"]
             else:
                 beta = hparams["beta"]
-                m = (1 - beta) * m_ibp + beta * margins(fn, s, spec, bound_method, rng)
+                m = (1 - beta) * m_ibp + beta * margins(net, spec, bound_method, rng)
                 penalty = 0.0
             robust = robust_cross_entropy(m, y, num_classes)
             loss, metrics = mixed_objective(fn(x), y, robust, kappa, verified(m), penalty)
