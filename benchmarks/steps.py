@@ -11,7 +11,9 @@ update, jitted, on random weights and inputs (the cost does not depend on them),
 mid-ramp hyper-parameters (eps > 0, kappa = 0.5, beta = 0.5, lambda = 0.5) with the
 linear bound on. Reported per method: seconds per step (median), compile time, the
 step's XLA temporary memory (``memory_analysis().temp_size_in_bytes``: the buffers one
-step needs besides its inputs and outputs, available on CPU and GPU alike), the
+step needs besides its inputs and outputs, available on CPU and GPU alike), XLA's
+count of the step's floating-point operations (``cost_analysis()``; the time ratios'
+floor where the work is convolution-bound), the
 process's peak memory after the method ran (device ``peak_bytes_in_use`` where the
 backend reports it, else peak RSS; a running maximum, so it is informative for the
 methods that raise it, which run last), and ratios to the natural step and to the IBP
@@ -96,6 +98,15 @@ def peak_memory_bytes() -> tuple[int, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak RSS"
 
 
+def compiled_flops(compiled) -> float | None:
+    """XLA's count of a compiled step's floating-point operations (None if not given)."""
+    cost = compiled.cost_analysis()
+    if isinstance(cost, list | tuple):  # older jax: one dict per device program
+        cost = cost[0] if cost else None
+    flops = (cost or {}).get("flops")
+    return float(flops) if flops and flops > 0 else None
+
+
 def method_loss(name: str, apply_fn, num_classes: int):
     """The loss of a benchmark method name: a registered method, ``+lf`` for loss fusion."""
     cfg = default_config().method
@@ -146,6 +157,7 @@ def bench(model_name: str, shape, batch: int, eps: float, names) -> list[dict]:
         compile_s = time.perf_counter() - start
         memory = compiled.memory_analysis()
         temp = getattr(memory, "temp_size_in_bytes", None) if memory is not None else None
+        flops = compiled_flops(compiled)
         seconds = _median_time(compiled, *args)
         peak, peak_kind = peak_memory_bytes()
         rows.append(
@@ -156,6 +168,7 @@ def bench(model_name: str, shape, batch: int, eps: float, names) -> list[dict]:
                 "seconds": seconds,
                 "compile": compile_s,
                 "temp_bytes": temp,
+                "flops": flops,
                 "peak_bytes": peak,
                 "peak_kind": peak_kind,
             }
@@ -181,7 +194,10 @@ def check_targets(rows: list[dict]) -> list[str]:
             if num in by and den in by:
                 ratio = by[num]["seconds"] / by[den]["seconds"]
                 status = "met" if ratio <= limit else f"NOT met (gap {ratio / limit:.2f}x)"
-                lines.append(f"{model}: {what}: {ratio:.2f} -> {status}")
+                flops = ""
+                if by[num].get("flops") and by[den].get("flops"):
+                    flops = f" (FLOPs {by[num]['flops'] / by[den]['flops']:.2f}x)"
+                lines.append(f"{model}: {what}: {ratio:.2f}{flops} -> {status}")
         for num, den, limit, what in MEMORY_TARGETS:
             if num in by and den in by and by[den]["temp_bytes"]:
                 ratio = by[num]["temp_bytes"] / by[den]["temp_bytes"]
@@ -195,16 +211,17 @@ def to_markdown(rows: list[dict], header: dict, targets: list[str]) -> str:
         f"Measured {header['date']} on {header['machine']} ({header['backend']}), "
         f"jax {header['jax']}, with `{header['command']}`.",
         "",
-        "| model | batch | method | ms / step | x natural | x IBP | compile s | temp MB "
-        f"| {rows[0]['peak_kind']} so far, MB |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| model | batch | method | ms / step | x natural | x IBP | GFLOP | compile s "
+        f"| temp MB | {rows[0]['peak_kind']} so far, MB |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         vs_ibp = f"{r['vs_ibp']:.2f}" if r["vs_ibp"] is not None else "-"
         mem = f"{r['temp_bytes'] / 2**20:.1f}" if r["temp_bytes"] else "-"
+        gflop = f"{r['flops'] / 1e9:.2f}" if r.get("flops") else "-"
         out.append(
             f"| {r['model']} | {r['batch']} | {r['method']} | {r['seconds'] * 1e3:.1f} | "
-            f"{r['vs_natural']:.2f} | {vs_ibp} | {r['compile']:.1f} | {mem} | "
+            f"{r['vs_natural']:.2f} | {vs_ibp} | {gflop} | {r['compile']:.1f} | {mem} | "
             f"{r['peak_bytes'] / 2**20:.0f} |"
         )
     out += ["", "Targets:", ""] + [f"* {line}" for line in targets]

@@ -5,8 +5,9 @@ import pytest
 from benchmarks import lirpa, report, scaling, steps
 
 
-def _row(method, seconds, temp=1000):
+def _row(method, seconds, temp=1000, flops=None):
     return {
+        "flops": flops,
         "model": "m",
         "batch": 1,
         "method": method,
@@ -22,14 +23,14 @@ def _row(method, seconds, temp=1000):
 
 def test_targets_report_met_and_the_gap():
     rows = [
-        _row("natural", 1.0),
-        _row("ibp", 3.0, 1000),
+        _row("natural", 1.0, flops=2e9),
+        _row("ibp", 3.0, 1000, flops=5e9),
         _row("crown-ibp", 21.0, 3000),
         _row("singleprop-zero", 1.5),
         _row("crown-ibp+lf", 6.0, 1200),
     ]
     lines = "\n".join(steps.check_targets(rows))
-    assert "IBP step <= 3.2x natural step: 3.00 -> met" in lines
+    assert "IBP step <= 3.2x natural step: 3.00 (FLOPs 2.50x) -> met" in lines
     assert "CROWN-IBP step <= 3.5x IBP step: 7.00 -> NOT met (gap 2.00x)" in lines
     assert "SingleProp-Zero step <= 0.7x IBP step: 0.50 -> met" in lines
     assert "loss fusion <= 3.5x IBP step: 2.00 -> met" in lines
@@ -38,6 +39,8 @@ def test_targets_report_met_and_the_gap():
         rows, dict(date="d", machine="x", backend="cpu", jax="j", command="c"), []
     )
     assert "| peak RSS so far, MB |" in table and "| 1024 |" in table
+    assert "| ibp | 3000.0 | 1.00 | 1.00 | 5.00 | 1.0 |" in table  # ms, ratios, GFLOP
+    assert "| crown-ibp | 21000.0 | 1.00 | 1.00 | - | 1.0 |" in table  # no FLOP count
     assert "memory <= 1.5x IBP memory (XLA temp buffers): 3.00 -> NOT met (gap 2.00x)" in lines
 
 
