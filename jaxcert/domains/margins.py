@@ -157,10 +157,16 @@ def _half_gap(sigma: Callable[[Array], Array], z: Array, r: Array) -> Array:
 def _relaxed_radius(node: Node, z: Array, r: Array, slope: str) -> Array:
     """SingleProp Eq. 6: the radius after a (leaky) ReLU relaxed on ``[z - r, z + r]``."""
     k = node.params.get("slope", 0.0)
-    relax = relu_relaxation(z - r, z + r, slope, k)
-    a_sum = relax.upper_slope + relax.lower_slope
-    a_diff = relax.upper_slope - relax.lower_slope
-    return a_sum / 2 * r + (relax.upper_bias - relax.lower_bias) / 2 + a_diff / 2 * z
+
+    # Recomputed in the gradient rather than stored (as the linear domain's ReLU step).
+    @jax.checkpoint
+    def radius(z: Array, r: Array) -> Array:
+        relax = relu_relaxation(z - r, z + r, slope, k)
+        a_sum = relax.upper_slope + relax.lower_slope
+        a_diff = relax.upper_slope - relax.lower_slope
+        return a_sum / 2 * r + (relax.upper_bias - relax.lower_bias) / 2 + a_diff / 2 * z
+
+    return radius(z, r)
 
 
 def _second_order(node: Node, sigma: Callable[[Array], Array], z: Array, r: Array, gamma: float):
