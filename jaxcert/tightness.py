@@ -29,9 +29,9 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxcert.domains import interval, linear
+from jaxcert.bounds import TracedNetwork
+from jaxcert.domains import linear
 from jaxcert.domains.margins import forward_values
-from jaxcert.graph import trace
 from jaxcert.relaxations import relu_relaxation
 from jaxcert.sets import InputSet
 
@@ -81,6 +81,7 @@ def tightness(
     method: str = "crown-ibp",
     *,
     chunk_size: int | None = None,
+    network: TracedNetwork | None = None,
 ) -> Tightness:
     """The lower bound of ``spec @ fn`` and its tightness indicators ``d`` and ``r``.
 
@@ -91,6 +92,9 @@ def tightness(
       spec: ``(batch, n_spec, n_out)``, e.g. :func:`jaxcert.margin_spec`.
       method: ``"crown-ibp"`` (IBP intermediate bounds), ``"crown"`` or ``"fastlin"``.
       chunk_size: neurons per pass for the intermediate bounds of crown/fastlin.
+      network: a :class:`~jaxcert.bounds.TracedNetwork` of this ``fn`` and this very
+        ``input_set``, to reuse its trace and IBP intervals (a training loss that also
+        bounds IBP then differentiates one IBP pass, not two).
 
     Example:
       >>> fn = lambda x: jax.nn.relu(x) @ jnp.array([[1.0], [1.0]])
@@ -103,10 +107,14 @@ def tightness(
         raise ValueError(f"unknown method {method!r}; expected one of {TIGHTNESS_METHODS}")
     rule = _SLOPES[method]
     dtype = jnp.result_type(input_set.bounding_box()[0])
-    graph = trace(fn, input_set.shape, dtype)
+    if network is None:
+        network = TracedNetwork(fn, input_set)
+    elif network.input_set is not input_set:
+        raise ValueError("network must be a TracedNetwork of this same input_set object")
+    graph = network.graph
     chooser = linear.slope_chooser(rule)
     if method == "crown-ibp":
-        intervals = interval.propagate(graph, *input_set.bounding_box())
+        intervals = network.ibp_intervals()
     else:
         intervals = linear.crown_intervals(graph, input_set, chooser, chunk_size=chunk_size)
     out_shape = graph.nodes[graph.output].shape

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -91,3 +92,45 @@ def test_bad_arguments():
         tightness(fn, jaxcert.LinfBall(x, 0.1), spec[:, :, :3])
     with pytest.raises(NotImplementedError, match="without clip"):
         tightness(fn, jaxcert.L2Ball(x, 0.1, clip=(0.0, 1.0)), spec)
+
+
+def _count(jaxpr, primitive: str) -> int:
+    count = 0
+    for eqn in jaxpr.eqns:
+        count += eqn.primitive.name == primitive
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            count += _count(sub, primitive)
+    return count
+
+
+def test_a_traced_network_is_reused():
+    fn, x, spec = _case(4)
+    s = jaxcert.LinfBall(x, 0.1, clip=(0.0, 1.0))
+    alone = tightness(fn, s, spec)
+    shared = tightness(fn, s, spec, network=jaxcert.TracedNetwork(fn, s))
+    for field in ("lower", "d", "r"):
+        np.testing.assert_allclose(getattr(shared, field), getattr(alone, field), rtol=1e-6)
+
+    # IBP margins and the indicators from one network: one IBP pass in the gradient.
+    def objective(scale, share):
+        f = lambda z: scale * fn(z)  # noqa: E731
+        net = jaxcert.TracedNetwork(f, s)
+        ibp = net.bound("ibp", spec=spec).lower
+        t = tightness(f, s, spec, network=net if share else None)
+        return jnp.sum(ibp + t.lower + t.d)
+
+    grads = {
+        share: jax.make_jaxpr(jax.grad(objective), static_argnums=1)(1.5, share).jaxpr
+        for share in (True, False)
+    }
+    assert _count(grads[True], "dot_general") < _count(grads[False], "dot_general")
+    np.testing.assert_allclose(
+        jax.grad(objective)(1.5, True), jax.grad(objective)(1.5, False), rtol=1e-5
+    )
+
+
+def test_a_network_of_another_set_is_rejected():
+    fn, x, spec = _case(4)
+    net = jaxcert.TracedNetwork(fn, jaxcert.LinfBall(x, 0.2))
+    with pytest.raises(ValueError, match="same input_set"):
+        tightness(fn, jaxcert.LinfBall(x, 0.1), spec, network=net)

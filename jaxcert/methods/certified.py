@@ -88,7 +88,7 @@ def make_certified(bound_method: str):
                 m = m_ibp
                 penalty = 0.0
             elif tight:
-                t = tightness(fn, s, spec, base_method)
+                t = tightness(fn, s, spec, base_method, network=net)
                 beta = hparams["beta"]
                 m = (1 - beta) * m_ibp + beta * t.lower
                 extra = {
