@@ -106,12 +106,11 @@ def tightness(
     if method not in _SLOPES:
         raise ValueError(f"unknown method {method!r}; expected one of {TIGHTNESS_METHODS}")
     rule = _SLOPES[method]
-    dtype = jnp.result_type(input_set.bounding_box()[0])
     if network is None:
         network = TracedNetwork(fn, input_set)
     elif network.input_set is not input_set:
         raise ValueError("network must be a TracedNetwork of this same input_set object")
-    graph = network.graph
+    graph, dtype = network.graph, network.dtype
     chooser = linear.slope_chooser(rule)
     if method == "crown-ibp":
         intervals = network.ibp_intervals()

@@ -18,6 +18,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 
@@ -352,6 +353,16 @@ def assert_valid_bounds(b, shape, what="", upper=True):
     if upper:
         assert np.all(np.isfinite(up)), f"{what}: non-finite upper bound {up}"
         assert np.all(lower <= up + ATOL), f"{what}: lower > upper: {lower} vs {up}"
+
+
+def count_primitive(jaxpr, name: str) -> int:
+    """How many equations of ``jaxpr`` (sub-jaxprs included) apply primitive ``name``."""
+    count = 0
+    for eqn in jaxpr.eqns:
+        count += eqn.primitive.name == name
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            count += count_primitive(sub, name)
+    return count
 
 
 def assert_close(actual, expected, what="", atol=ATOL, rtol=RTOL):

@@ -13,7 +13,6 @@ import functools
 import inspect
 
 import jax
-import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -31,6 +30,7 @@ from conftest import (
     box_points,
     box_vertices,
     clipped_box,
+    count_primitive,
     eval_points,
     linf_bound,
     make_case,
@@ -357,15 +357,6 @@ def test_traced_network_gives_the_bounds_of_separate_calls(method):
         assert_close(shared.upper, alone.upper, f"{m}: TracedNetwork upper")
 
 
-def _count_convolutions(jaxpr) -> int:
-    count = 0
-    for eqn in jaxpr.eqns:
-        count += eqn.primitive.name == "conv_general_dilated"
-        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-            count += _count_convolutions(sub)
-    return count
-
-
 def test_traced_network_differentiates_one_ibp_pass():
     # The mixed CROWN-IBP objective's gradient: with one TracedNetwork it holds as many
     # convolutions as CROWN-IBP's alone (the IBP margins add only the elided last
@@ -389,8 +380,9 @@ def test_traced_network_differentiates_one_ibp_pass():
         return jnp.sum(ibp.lower + lin.lower)
 
     counts = {
-        how: _count_convolutions(
-            jax.make_jaxpr(jax.grad(objective), static_argnums=1)(case.variables, how).jaxpr
+        how: count_primitive(
+            jax.make_jaxpr(jax.grad(objective), static_argnums=1)(case.variables, how).jaxpr,
+            "conv_general_dilated",
         )
         for how in ("crown-ibp alone", "shared", "separate")
     }
