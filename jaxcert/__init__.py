@@ -9,7 +9,21 @@ Example:
   Array([[-0.2]], dtype=float32)
 """
 
-from jaxcert.bounds import METHODS, Bounds, TracedNetwork, bound
+from jaxcert.bound_methods import (
+    BCP,
+    IBP,
+    LMT,
+    METHODS,
+    Crown,
+    CrownIBP,
+    CrownIBPOpt,
+    CrownOpt,
+    LinearMethod,
+    Method,
+    get_method,
+    register_method,
+)
+from jaxcert.bounds import Bounds, TracedNetwork, bound
 from jaxcert.errors import UnsupportedOperation
 from jaxcert.loss_fusion import FusedLossBound, fused_cross_entropy_bound
 from jaxcert.sets import Box, InputSet, L0Ball, L1Ball, L2Ball, LinfBall
@@ -19,8 +33,17 @@ from jaxcert.xla_options import compiler_options
 __version__ = "0.1.0"
 
 __all__ = [
+    "BCP",
+    "IBP",
+    "LMT",
     "METHODS",
     "Bounds",
+    "Crown",
+    "CrownIBP",
+    "CrownIBPOpt",
+    "CrownOpt",
+    "LinearMethod",
+    "Method",
     "Box",
     "FusedLossBound",
     "InputSet",
@@ -31,8 +54,10 @@ __all__ = [
     "TracedNetwork",
     "UnsupportedOperation",
     "bound",
-    "fused_cross_entropy_bound",
     "compiler_options",
+    "fused_cross_entropy_bound",
+    "get_method",
     "margin_spec",
+    "register_method",
     "worst_case_logits",
 ]

@@ -21,10 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcert.attacks import pgd
+from jaxcert.bound_methods import CrownOpt, get_method
 from jaxcert.bounds import bound
 from jaxcert.ensemble import ensemble
 from jaxcert.losses import verified
-from jaxcert.sets import L2Ball, LinfBall
+from jaxcert.options import with_options
+from jaxcert.sets import norm_ball
 from jaxcert.specs import margin_spec
 from jaxcert.xla_options import jit as xla_jit
 
@@ -72,8 +74,10 @@ def evaluate(
       x: float images in ``[0, 1]``, ``(n, ...)``; y: ``(n,)`` labels.
       eps: the radius of the headline errors, in the ``norm`` (``"linf"`` or ``"l2"``:
         the balls are intersected with ``clip``, and PGD attacks in the same norm).
-      verifiers: sound methods of :func:`jaxcert.bound`.
+      verifiers: names of sound methods of :data:`jaxcert.METHODS` (a method that draws
+        random numbers gets a key from ``seed``).
       eps_grid: radii for the certified-accuracy curve.
+      opt_steps: steps of :class:`~jaxcert.CrownOpt` verifiers.
       return_masks: also return the per-example best-of verified masks
         (``{"best": (n,), "grid": [(n,) per eps]}``), e.g. for :func:`union_report`.
 
@@ -95,20 +99,17 @@ def evaluate(
         )
         return jnp.argmax(fn(adv), -1) == yb
 
-    def make_verifier(method: str) -> Callable[[Array, Array, Array], Array]:
+    def make_verifier(name: str) -> Callable[[Array, Array, Array], Array]:
         # The radius is an argument, so each verifier compiles once for the whole grid.
-        kwargs: dict[str, Any] = {}
-        if method == "crown-ibp-opt":
-            kwargs["key"] = key
-        if method == "crown-opt":
-            kwargs["steps"] = opt_steps
+        method = get_method(name).with_key(key)
+        if isinstance(method, CrownOpt):
+            method = with_options(method, steps=opt_steps)
 
         @xla_jit
         def run(xb: Array, yb: Array, radius: Array) -> Array:
-            ball = L2Ball if norm == "l2" else LinfBall
-            s = ball(xb, radius, clip=clip)
+            s = norm_ball(norm, xb, radius, clip)
             spec = margin_spec(yb, num_classes)
-            return verified(bound(fn, s, method, spec=spec, bound_upper=False, **kwargs).lower)
+            return verified(bound(fn, s, method, spec=spec, bound_upper=False).lower)
 
         return run
 

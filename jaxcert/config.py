@@ -12,17 +12,11 @@ from typing import Any
 
 import ml_collections
 
-from jaxcert import methods
-from jaxcert.bounds import METHODS
-from jaxcert.loss_fusion import LINEAR_METHODS
+from jaxcert import attacks, methods, schedules
+from jaxcert.bound_methods import METHODS, LinearMethod
 from jaxcert.models import MODELS
 
 __all__ = ["default_config", "validate", "ConfigError"]
-
-OPTIMIZERS = ("adam", "adamw", "sgd")
-LR_DECAYS = ("none", "step", "halve")
-EPS_SHAPES = ("linear", "smooth")
-NORMS = ("linf", "l2")
 
 
 class ConfigError(ValueError):
@@ -154,19 +148,23 @@ def validate(c: Any) -> None:
             "data.validation_size",
             "method.adaptive_lambda needs a validation split: set data.validation_size > 0",
         )
-    for key in ("method.norm", "certify.norm"):
-        section, name = key.split(".")
-        if c[section][name] not in NORMS:
-            _fail(key, f"unknown norm {c[section][name]!r}; one of {NORMS}")
-    if c.method.norm != "linf" and c.method.name not in ("bcp", "lmt"):
-        _fail("method.norm", f"{c.method.name!r} trains on Linf balls; L2 needs bcp or lmt")
+    if c.certify.norm not in attacks.NORMS:  # PGD attacks in the same norm
+        _fail("certify.norm", f"unknown norm {c.certify.norm!r}; one of {attacks.NORMS}")
+    norms = methods.supported_norms(c.method.name)
+    if c.method.norm not in norms:
+        _fail(
+            "method.norm",
+            f"unknown norm {c.method.norm!r} for method {c.method.name!r}: it trains on "
+            f"{norms} balls",
+        )
     for key in ("bcp_solver_iters", "power_iters"):
         if c.method[key] < 1:
             _fail(f"method.{key}", f"must be >= 1, got {c.method[key]}")
-    if c.method.loss_fusion and c.method.name not in LINEAR_METHODS:
+    if c.method.loss_fusion and not isinstance(METHODS.get(c.method.name), LinearMethod):
+        linear = [name for name, m in METHODS.items() if isinstance(m, LinearMethod)]
         _fail(
             "method.loss_fusion",
-            f"fuses the loss of a linear bound, one of {LINEAR_METHODS}; not {c.method.name!r}",
+            f"fuses the loss of a linear bound, one of {linear}; not {c.method.name!r}",
         )
     if c.method.clip_min > c.method.clip_max:
         _fail("method.clip_min", "must be <= method.clip_max")
@@ -190,12 +188,14 @@ def validate(c: Any) -> None:
             f"({t.epochs}) must be at least the end of the eps ramp-up, warmup_epochs + "
             f"ramp_epochs = {t.warmup_epochs + t.ramp_epochs}",
         )
-    if t.optimizer not in OPTIMIZERS:
-        _fail("train.optimizer", f"unknown optimizer {t.optimizer!r}; one of {OPTIMIZERS}")
-    if t.lr_decay not in LR_DECAYS:
-        _fail("train.lr_decay", f"unknown decay {t.lr_decay!r}; one of {LR_DECAYS}")
-    if t.eps_shape not in EPS_SHAPES:
-        _fail("train.eps_shape", f"unknown shape {t.eps_shape!r}; one of {EPS_SHAPES}")
+    if t.optimizer not in schedules.OPTIMIZERS:
+        _fail(
+            "train.optimizer", f"unknown optimizer {t.optimizer!r}; one of {schedules.OPTIMIZERS}"
+        )
+    if t.lr_decay not in schedules.DECAYS:
+        _fail("train.lr_decay", f"unknown decay {t.lr_decay!r}; one of {schedules.DECAYS}")
+    if t.eps_shape not in schedules.EPS_SHAPES:
+        _fail("train.eps_shape", f"unknown shape {t.eps_shape!r}; one of {schedules.EPS_SHAPES}")
     if not t.lr > 0:
         _fail("train.lr", f"must be > 0, got {t.lr}")
     for key in ("weight_decay", "grad_clip_norm"):
@@ -204,7 +204,7 @@ def validate(c: Any) -> None:
     v = c.certify
     unknown = [m for m in v.verifiers if m not in METHODS]
     if unknown:
-        _fail("certify.verifiers", f"unknown verifier(s) {unknown}; one of {METHODS}")
+        _fail("certify.verifiers", f"unknown verifier(s) {unknown}; one of {tuple(METHODS)}")
     if any(e < 0 for e in v.eps_grid):
         _fail("certify.eps_grid", "every eps must be >= 0")
     for key in ("pgd_steps", "pgd_restarts", "batch_size", "opt_steps"):

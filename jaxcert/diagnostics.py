@@ -13,9 +13,10 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxcert.bounds import bound
+from jaxcert.bound_methods import Method
+from jaxcert.bounds import TracedNetwork
 from jaxcert.domains import margins as margins_lib
-from jaxcert.graph import trace
+from jaxcert.graph import evaluate
 from jaxcert.sets import InputSet
 
 Array = jax.Array
@@ -26,8 +27,8 @@ __all__ = ["approximation_error"]
 def approximation_error(
     fn: Callable[[Array], Array],
     input_set: InputSet,
-    reference: str = "fastlin",
-    margin_method: str = "singleprop-fastlin",
+    reference: str | Method = "fastlin",
+    margin_method: str | margins_lib.MarginMethod = "singleprop-fastlin",
 ) -> dict[str, Array]:
     """SingleProp's approximation-error metrics for ``fn`` on ``input_set``.
 
@@ -50,10 +51,11 @@ def approximation_error(
       >>> float(m["metric1"]), float(m["half_gap_error"])  # stable ReLUs: exact
       (0.0, 0.0)
     """
-    b = bound(fn, input_set, reference, return_intermediate=True, bound_upper=True)
+    net = TracedNetwork(fn, input_set)
+    b = net.bound(reference, return_intermediate=True, bound_upper=True)
     approx = margins_lib.margins(fn, input_set, margin_method, return_intermediate=True)
-    graph = trace(fn, input_set.shape, jnp.result_type(input_set.bounding_box()[0]))
-    values = margins_lib.forward_values(graph, margins_lib.center_of(input_set))
+    graph = net.graph
+    values = evaluate(graph, input_set.nominal().astype(net.dtype))
     metric1 = metric2 = gap_error = gap_total = jnp.zeros(())
     count = 0
     for node in graph.activations:

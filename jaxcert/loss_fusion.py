@@ -27,6 +27,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxcert.bound_methods import METHODS, LinearMethod, Method, get_method
 from jaxcert.bounds import TracedNetwork
 from jaxcert.sets import InputSet
 from jaxcert.specs import margin_spec
@@ -35,8 +36,8 @@ Array = jax.Array
 
 __all__ = ["FusedLossBound", "LINEAR_METHODS", "fused_cross_entropy_bound"]
 
-# Bound methods that take a one-row specification for the fused loss.
-LINEAR_METHODS = ("crown-ibp", "cap-ibp", "crown", "fastlin")
+# The registered methods whose bound of the fused row is one backward pass.
+LINEAR_METHODS = tuple(name for name, m in METHODS.items() if isinstance(m, LinearMethod))
 
 
 class FusedLossBound(NamedTuple):
@@ -75,7 +76,7 @@ def fused_cross_entropy_bound(
     input_set: InputSet,
     y: Array,
     num_classes: int,
-    method: str = "crown-ibp",
+    method: str | Method = "crown-ibp",
     beta: float | Array = 1.0,
 ) -> FusedLossBound:
     """Upper bound of ``CE(fn(x'), y)`` over every ``x'`` in ``input_set``, fused.
@@ -85,7 +86,8 @@ def fused_cross_entropy_bound(
       input_set: a :mod:`jaxcert.sets` set with ``batch`` examples.
       y: ``(batch,)`` integer labels.
       num_classes: number of classes.
-      method: the linear bound of the fused row, one of :data:`LINEAR_METHODS`.
+      method: the linear bound of the fused row: a :class:`~jaxcert.LinearMethod` or its
+        name (:data:`LINEAR_METHODS`).
       beta: weight of the linear bound of ``S`` against IBP's (``0``: IBP's robust
         cross-entropy exactly; ``1``: the linear bound alone).
 
@@ -101,9 +103,11 @@ def fused_cross_entropy_bound(
       >>> round(float(b.upper[0]), 4), bool(b.verified[0])  # CE at x = 0.5: log(1 + e^-1)
       (0.3133, True)
     """
-    if method not in LINEAR_METHODS:
+    linear_method = get_method(method)
+    if not isinstance(linear_method, LinearMethod):
         raise ValueError(
-            f"loss fusion takes a linear method, one of {LINEAR_METHODS}; got {method!r}"
+            f"loss fusion takes a linear method, one of {LINEAR_METHODS} or a LinearMethod; "
+            f"got {method!r}"
         )
     spec = margin_spec(y, num_classes)
     net = TracedNetwork(fn, input_set)  # the row's bound reuses these IBP intervals
@@ -119,7 +123,7 @@ def fused_cross_entropy_bound(
     slope, intercept = _exp_chord(a, b)
     # sum_j slope_j d_j = -(slope^T C) z: the one row whose lower bound is needed.
     row = jnp.einsum("bj,bjk->bk", slope, spec)[:, None, :]
-    lower = net.bound(method, spec=row, bound_upper=False).lower[:, 0]
+    lower = net.bound(linear_method, spec=row, bound_upper=False).lower[:, 0]
     linear_sum = -lower + jnp.sum(intercept - slope * shift[:, None], axis=-1) + label_term
     # S >= exp(d_y - M): clamping at it keeps rounding from leaving the domain of log.
     linear_sum = jnp.maximum(linear_sum, label_term)

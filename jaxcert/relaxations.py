@@ -10,6 +10,7 @@ lower line where a coefficient is positive and the upper line where it is negati
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -19,8 +20,16 @@ Array = jax.Array
 
 __all__ = ["Relaxation", "LOWER_SLOPE_RULES", "relu_relaxation", "constant_relaxation"]
 
-# Named choices of the lower ReLU slope for unstable neurons (l < 0 < u).
-LOWER_SLOPE_RULES = ("adaptive", "fastlin", "zero", "one")
+# Named choices of the lower ReLU slope of unstable neurons (l < 0 < u):
+# (lower, upper, upper line's slope, k) -> slope.
+_LowerSlope = Callable[[Array, Array, Array, Array], Array]
+_LOWER_SLOPES: dict[str, _LowerSlope] = {
+    "adaptive": lambda lower, upper, upper_slope, k: jnp.where(upper > -lower, 1, k),
+    "fastlin": lambda lower, upper, upper_slope, k: upper_slope,
+    "zero": lambda lower, upper, upper_slope, k: jnp.broadcast_to(k, lower.shape),
+    "one": lambda lower, upper, upper_slope, k: jnp.ones_like(lower),
+}
+LOWER_SLOPE_RULES = tuple(_LOWER_SLOPES)
 
 
 class Relaxation(NamedTuple):
@@ -73,19 +82,12 @@ def relu_relaxation(
     upper_bias = l_neg * (k - upper_slope)
 
     if isinstance(lower_slope, str):
-        if lower_slope == "adaptive":
-            unstable_slope = jnp.where(upper > -lower, 1, k)
-        elif lower_slope == "fastlin":
-            unstable_slope = upper_slope
-        elif lower_slope == "zero":
-            unstable_slope = jnp.broadcast_to(k, lower.shape)
-        elif lower_slope == "one":
-            unstable_slope = jnp.ones_like(lower)
-        else:
+        if lower_slope not in _LOWER_SLOPES:
             raise ValueError(
                 f"unknown lower slope rule {lower_slope!r}; expected one of "
                 f"{LOWER_SLOPE_RULES} or an array in [0, 1]"
             )
+        unstable_slope = _LOWER_SLOPES[lower_slope](lower, upper, upper_slope, k)
     else:
         a = jnp.clip(jnp.asarray(lower_slope, lower.dtype), 0, 1)
         unstable_slope = k + a * (1 - k)

@@ -1,9 +1,11 @@
 """Input sets: the regions a bound holds over.
 
 Every set is batched: its ``center`` (or ``lower``/``upper``) has shape
-``(batch, *x_shape)``. Each set can give its bounding box and concretise a linear
-function ``A x + b`` exactly over itself, which is all the bound engine needs from
-it. Sets are pytrees, so they pass through ``jit``/``vmap``/``grad``.
+``(batch, *x_shape)``. Each set answers what the bound domains ask of it -- its
+bounding box, the exact range of a linear function ``A x + b`` over itself (dense or on
+receptive-field patches), its clean input, an L2 ball that encloses it -- so no domain
+branches on a set's type. Sets are pytrees, so they pass through
+``jit``/``vmap``/``grad``.
 
 Validation: with concrete arrays a bad set (negative or non-finite eps, lower >
 upper) raises ``ValueError`` at construction. Under a trace the values are not
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 from typing import Any
 
 import jax
@@ -22,9 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxcert.patch_rows import PatchRows
+
 Array = jax.Array
 
-__all__ = ["InputSet", "Box", "LinfBall", "L2Ball", "L1Ball", "L0Ball"]
+__all__ = ["InputSet", "Box", "LinfBall", "L2Ball", "L1Ball", "L0Ball", "NORM_BALLS", "norm_ball"]
 
 # Bounds are certificates: no reduced-precision (TF32) matmuls when concretising.
 _HIGHEST = lax.Precision.HIGHEST
@@ -86,6 +91,17 @@ def _box_concretize(
     return center - deviation, center + deviation
 
 
+def _box_concretize_patches(
+    rows: PatchRows, bias: Array | None, lower: Array, upper: Array
+) -> tuple[Array, Array]:
+    """:func:`_box_concretize` for rows that live on windows of the input."""
+    center = rows.dot((upper + lower) / 2)
+    if bias is not None:
+        center = bias + center
+    deviation = rows.abs_dot((upper - lower) / 2)
+    return center - deviation, center + deviation
+
+
 def _poison(valid: Array | bool, *xs: Array) -> tuple[Array, ...]:
     """Replaces ``xs`` by NaN where ``valid`` is False (only matters under a trace)."""
     if valid is True:
@@ -126,6 +142,42 @@ class InputSet(abc.ABC):
     @abc.abstractmethod
     def sample(self, key: Array, num: int) -> Array:
         """``num`` random points of the set: ``(num, batch, *x_shape)``."""
+
+    @abc.abstractmethod
+    def nominal(self) -> Array:
+        """The clean input the set is built around: a ball's centre, a box's middle.
+
+        Margin propagation and BCP propagate their nominal values from it.
+        """
+
+    @abc.abstractmethod
+    def enclosing_l2_ball(self) -> tuple[Array, Array]:
+        """An L2 ball containing the set, around :meth:`nominal`: ``(center, radius)``,
+        ``(batch, *x_shape)`` and ``(batch,)`` (BCP propagates it)."""
+
+    @property
+    def is_box(self) -> bool:
+        """Whether the set is its own bounding box (then IBP's input bounds are exact)."""
+        return False
+
+    def coordinate_radius(self) -> Array:
+        """Per-coordinate radius around :meth:`nominal` that margin propagation starts
+        from: half the width of the bounding box (an Linf ball: its ``eps``).
+
+        Example:
+          >>> Box(jnp.zeros((1, 2)), jnp.array([[1.0, 3.0]])).coordinate_radius()
+          Array([[0.5, 1.5]], dtype=float32)
+        """
+        lo, hi = self.bounding_box()
+        return (hi - lo) / 2
+
+    def concretize_patches(self, rows: PatchRows, bias: Array | None = None) -> tuple[Array, Array]:
+        """:meth:`concretize` for coefficient rows that vanish outside a window of the
+        (NHWC) input each: ``(lower, upper)``, each ``(batch, n_rows)``.
+
+        The default writes the rows out densely; box-shaped sets read only the windows.
+        """
+        return self.concretize(rows.dense(self.shape), bias)
 
     def minimizer(self, A: Array) -> Array:
         """A point of the set where ``A x`` is smallest, per specification row.
@@ -217,6 +269,21 @@ class Box(InputSet):
         # Where A is 0 any point is a minimiser: take the middle (sign(0) = 0).
         return jnp.where(A > 0, lo, jnp.where(A < 0, hi, (lo + hi) / 2))
 
+    @property
+    def is_box(self) -> bool:
+        return True
+
+    def nominal(self) -> Array:
+        return (jnp.asarray(self.lower) + jnp.asarray(self.upper)) / 2
+
+    def enclosing_l2_ball(self) -> tuple[Array, Array]:
+        lo, hi = self.bounding_box()
+        half = _flat((hi - lo) / 2, 1)
+        return (lo + hi) / 2, jnp.sqrt(jnp.sum(half * half, axis=-1))
+
+    def concretize_patches(self, rows: PatchRows, bias: Array | None = None) -> tuple[Array, Array]:
+        return _box_concretize_patches(rows, bias, *self.bounding_box())
+
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
@@ -281,6 +348,31 @@ class LinfBall(InputSet):
         lo, hi = self.bounding_box()
         return Box(lo, hi).minimizer(A)
 
+    @property
+    def is_box(self) -> bool:
+        return True
+
+    def nominal(self) -> Array:
+        return jnp.asarray(self.center)
+
+    def coordinate_radius(self) -> Array:
+        # The margin papers start from v0 = eps * 1, ignoring the clip range.
+        x = jnp.asarray(self.center)
+        return jnp.broadcast_to(jnp.asarray(self.eps, x.dtype), x.shape)
+
+    def enclosing_l2_ball(self) -> tuple[Array, Array]:
+        x = jnp.asarray(self.center)
+        batch, n = x.shape[0], math.prod(x.shape[1:])
+        eps = jnp.asarray(self.eps, x.dtype)
+        if eps.size == 1 or eps.shape in ((batch,), (batch,) + (1,) * (x.ndim - 1)):
+            # One radius per example: the ball through the corners, eps sqrt(n).
+            return x, jnp.broadcast_to(eps.reshape(-1), (batch,)) * math.sqrt(n)
+        half = _flat(jnp.broadcast_to(eps, x.shape), 1)
+        return x, jnp.sqrt(jnp.sum(half * half, axis=-1))
+
+    def concretize_patches(self, rows: PatchRows, bias: Array | None = None) -> tuple[Array, Array]:
+        return _box_concretize_patches(rows, bias, *self.bounding_box())
+
 
 def _batch_eps(eps: Array, batch: int, dtype: Any) -> Array:
     """An L2/L1 radius as ``(batch, 1)`` from a scalar or ``(batch,)``."""
@@ -322,6 +414,14 @@ class _NormBall(InputSet):
         # Both balls fit in the Linf ball of the same radius, and that box is tight.
         eps = self._eps_column().reshape((-1,) + (1,) * (len(self.shape) - 1))
         return LinfBall(self.center, eps, self.clip).bounding_box()
+
+    def nominal(self) -> Array:
+        return jnp.asarray(self.center)
+
+    def enclosing_l2_ball(self) -> tuple[Array, Array]:
+        # An L1 ball lies in the L2 ball of the same radius.
+        eps = jnp.broadcast_to(self._eps_column().reshape(-1), (self.shape[0],))
+        return jnp.asarray(self.center), eps
 
     @abc.abstractmethod
     def _dual_norm(self, A_flat: Array) -> Array:
@@ -523,6 +623,16 @@ class L0Ball(InputSet):
     def sample(self, key: Array, num: int) -> Array:
         return self._perturb(key, num, corners=False)
 
+    def nominal(self) -> Array:
+        return jnp.asarray(self.center)
+
+    def enclosing_l2_ball(self) -> tuple[Array, Array]:
+        # The k coordinates that can move furthest, each to its far end of the clip box.
+        x = jnp.asarray(self.center)
+        lo, hi = self.bounding_box()
+        reach = _flat(jnp.maximum(hi - x, x - lo), 1)
+        return x, jnp.sqrt(_top_k_sum(reach * reach, self.k))
+
     def vertices(self, key: Array, num: int) -> Array:
         """``num`` random points with ``k`` entries moved to an end of ``clip``."""
         return self._perturb(key, num, corners=True)
@@ -540,3 +650,19 @@ class L0Ball(InputSet):
         else:
             values = lo + jax.random.uniform(kval, flat.shape, flat.dtype) * (hi - lo)
         return jnp.where(chosen, values, flat).reshape(x.shape)
+
+
+# The norm balls by the names configs and attacks use.
+NORM_BALLS: dict[str, type[InputSet]] = {"linf": LinfBall, "l2": L2Ball, "l1": L1Ball}
+
+
+def norm_ball(norm: str, center: Array, eps: Any, clip: tuple[Any, Any] | None = None) -> InputSet:
+    """The ball of ``norm`` (a :data:`NORM_BALLS` name) around ``center``.
+
+    Example:
+      >>> type(norm_ball("l2", jnp.zeros((1, 2)), 0.5)).__name__
+      'L2Ball'
+    """
+    if norm not in NORM_BALLS:
+        raise ValueError(f"unknown norm {norm!r}; one of {tuple(NORM_BALLS)}")
+    return NORM_BALLS[norm](center, eps, clip=clip)  # type: ignore[call-arg]

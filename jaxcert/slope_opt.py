@@ -22,14 +22,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxcert.domains.linear import (
-    Context,
-    Interval,
-    crown_intervals,
-    lower_bound,
-    relu_nodes,
-    slope_chooser,
-)
+from jaxcert.domains.backward import Context, Interval, relu_nodes, slope_chooser
+from jaxcert.domains.intermediate import crown_intervals
+from jaxcert.domains.linear import lower_bound
 from jaxcert.graph import Graph
 from jaxcert.sets import InputSet
 
@@ -58,6 +53,7 @@ OBJECTIVES: dict[str, Objective] = {"ce": _robust_ce, "sum": _negative_sum}
 
 
 def resolve_objective(objective: str | Objective) -> Objective:
+    """The objective function of a name of :data:`OBJECTIVES` (or the callable itself)."""
     if callable(objective):
         return objective
     if objective not in OBJECTIVES:
@@ -129,22 +125,25 @@ def optimised_crown_lower(
     objective: Objective = _negative_sum,
     chunk_size: int | None = None,
     intersect_ibp: bool = True,
-) -> tuple[Array, list[Interval]]:
+    base_intervals: Sequence[Interval] | None = None,
+) -> tuple[Array, Sequence[Interval]]:
     """Full CROWN with every layer's lower slopes optimised (Adam, projected to [0, 1]).
 
     The bound of each specification row is the best over CROWN's own bound and the
     ``steps + 1`` slope iterates, each of which is sound: never looser than CROWN.
+    ``base_intervals``: CROWN's intervals, if already computed.
 
     Returns:
       ``(lower, intervals)``: lower bounds ``(batch, n_spec)`` and CROWN's intervals.
     """
-    base_intervals = crown_intervals(
-        graph,
-        input_set,
-        slope_chooser("adaptive"),
-        intersect_ibp=intersect_ibp,
-        chunk_size=chunk_size,
-    )
+    if base_intervals is None:
+        base_intervals = crown_intervals(
+            graph,
+            input_set,
+            slope_chooser("adaptive"),
+            intersect_ibp=intersect_ibp,
+            chunk_size=chunk_size,
+        )
     base_ctx = Context(graph, base_intervals, slope_chooser("adaptive"))
     base = lower_bound(base_ctx, input_set, graph.output, A)
     slopes0 = _adaptive_slopes(graph, base_intervals)

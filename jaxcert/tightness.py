@@ -25,13 +25,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from jaxcert.bound_methods import METHODS, LinearMethod, Method, get_method
 from jaxcert.bounds import TracedNetwork
 from jaxcert.domains import linear
-from jaxcert.domains.margins import forward_values
+from jaxcert.domains.backward import relu_nodes
+from jaxcert.graph import evaluate
 from jaxcert.relaxations import relu_relaxation
 from jaxcert.sets import InputSet
 
@@ -39,9 +42,8 @@ Array = jax.Array
 
 __all__ = ["Tightness", "tightness", "TIGHTNESS_METHODS"]
 
-# Bound method -> lower ReLU slope of its final backward pass.
-_SLOPES = {"crown-ibp": "adaptive", "crown": "adaptive", "fastlin": "fastlin"}
-TIGHTNESS_METHODS = tuple(_SLOPES)
+# The methods whose bound is one backward pass with fixed slopes: those with d and r.
+TIGHTNESS_METHODS = tuple(name for name, m in METHODS.items() if isinstance(m, LinearMethod))
 
 
 @jax.tree_util.register_dataclass
@@ -78,10 +80,10 @@ def tightness(
     fn: Callable[[Array], Array],
     input_set: InputSet,
     spec: Array,
-    method: str = "crown-ibp",
+    method: str | Method = "crown-ibp",
     *,
-    chunk_size: int | None = None,
     network: TracedNetwork | None = None,
+    **options: Any,
 ) -> Tightness:
     """The lower bound of ``spec @ fn`` and its tightness indicators ``d`` and ``r``.
 
@@ -90,10 +92,11 @@ def tightness(
       input_set: an input set with a :meth:`~jaxcert.sets.InputSet.minimizer`
         (Box, LinfBall, L2/L1 balls without clip, L0Ball).
       spec: ``(batch, n_spec, n_out)``, e.g. :func:`jaxcert.margin_spec`.
-      method: ``"crown-ibp"`` (IBP intermediate bounds), ``"crown"`` or ``"fastlin"``.
-      chunk_size: neurons per pass for the intermediate bounds of crown/fastlin.
+      method: a :class:`~jaxcert.LinearMethod` or its name (:data:`TIGHTNESS_METHODS`:
+        ``"crown-ibp"``, ``"cap-ibp"``, ``"crown"``, ``"fastlin"``); ``**options`` are its
+        own (``chunk_size=`` for the intermediate bounds of ``"crown"``, ...).
       network: a :class:`~jaxcert.bounds.TracedNetwork` of this ``fn`` and this very
-        ``input_set``, to reuse its trace and IBP intervals (a training loss that also
+        ``input_set``, to reuse its trace and intervals (a training loss that also
         bounds IBP then differentiates one IBP pass, not two).
 
     Example:
@@ -103,53 +106,41 @@ def tightness(
       >>> float(t.lower[0, 0]), float(t.d[0, 0]), float(t.r[0, 0])  # x* = (-0.5, 0.5)
       (0.25, 0.25, 0.5)
     """
-    if method not in _SLOPES:
-        raise ValueError(f"unknown method {method!r}; expected one of {TIGHTNESS_METHODS}")
-    rule = _SLOPES[method]
+    resolved = get_method(method, **options)
+    if not isinstance(resolved, LinearMethod):
+        raise ValueError(
+            f"unknown method {method!r} for tightness: it needs a linear method, one of "
+            f"{TIGHTNESS_METHODS} or a LinearMethod"
+        )
     if network is None:
         network = TracedNetwork(fn, input_set)
     elif network.input_set is not input_set:
         raise ValueError("network must be a TracedNetwork of this same input_set object")
-    graph, dtype = network.graph, network.dtype
-    chooser = linear.slope_chooser(rule)
-    if method == "crown-ibp":
-        intervals = network.ibp_intervals()
-    else:
-        intervals = linear.crown_intervals(graph, input_set, chooser, chunk_size=chunk_size)
-    out_shape = graph.nodes[graph.output].shape
-    spec = jnp.asarray(spec, dtype)
-    if (
-        spec.ndim != 3
-        or spec.shape[0] != out_shape[0]
-        or spec.shape[2] != jnp.size(jnp.zeros(out_shape[1:]))
-    ):
-        raise ValueError(
-            f"spec must have shape (batch, n_spec, n_out) = ({out_shape[0]}, n_spec, "
-            f"{int(jnp.size(jnp.zeros(out_shape[1:])))}), got {spec.shape}"
-        )
-    A = spec.reshape(spec.shape[:2] + out_shape[1:])
-    relus = linear.relu_nodes(graph)
-    ctx = linear.Context(graph, intervals, chooser)
-    A_in, bias, kept = linear.backward_coefficients(
-        ctx, graph.output, A, keep={n.index for n in relus}
-    )
+    resolved.check(network)
+    graph = network.graph
+    intervals = resolved.intermediate(network)
+    A = network.spec_matrix(spec)
+    relus = relu_nodes(graph)
+    ctx = resolved.context(network, intervals)
+    A_in, bias, kept = linear.coefficients(ctx, graph.output, A, keep={n.index for n in relus})
     if A_in is None:  # the output does not depend on the input
         zeros = jnp.zeros_like(bias)
         return Tightness(bias, zeros, zeros)
     lower = input_set.concretize(A_in, bias)[0]
     x_star = jax.lax.stop_gradient(input_set.minimizer(A_in))  # (batch, n_spec, *x)
-    values = jax.vmap(lambda x: forward_values(graph, x), in_axes=1, out_axes=1)(x_star)
-    out = values[graph.output].reshape(spec.shape)
-    d = jnp.einsum("bto,bto->bt", spec, out) - lower
+    values = jax.vmap(lambda x: evaluate(graph, x), in_axes=1, out_axes=1)(x_star)
+    spec_rows = A.reshape(A.shape[:2] + (-1,))
+    out = values[graph.output].reshape(spec_rows.shape)
+    d = jnp.einsum("bto,bto->bt", spec_rows, out) - lower
 
     r = jnp.zeros_like(d)
     for node in relus:
         if node.index not in kept:
             continue
         coeff = kept[node.index]  # (batch, n_spec, *shape[1:])
-        lo, hi = intervals[node.inputs[0]]
+        lo, hi = intervals[node.inputs[0]]  # type: ignore[misc]
         k = node.params.get("slope", 0.0)
-        relax = relu_relaxation(lo, hi, rule, k)
+        relax = relu_relaxation(lo, hi, ctx.lower_slope(node), k)
         pre = values[node.inputs[0]]
         on_lower, on_upper = _distance_to_tight_set(
             pre, lo[:, None], hi[:, None], relax.lower_slope[:, None], k

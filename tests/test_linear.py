@@ -11,7 +11,7 @@ from primitive_cases import AFFINE_CASES, NONLINEAR_CASES
 
 import jaxcert
 from jaxcert import LinfBall
-from jaxcert.domains import linear
+from jaxcert.domains import backward
 from jaxcert.graph import trace
 
 X = jax.random.uniform(jax.random.PRNGKey(0), (2, 8))
@@ -95,7 +95,7 @@ def test_first_layer_crown_bounds_are_exact():
 def test_default_chunk_size_respects_the_budget():
     fn, s = _cnn()
     g = trace(fn, s.shape, jnp.float32)
-    chunk = linear.default_chunk_size(g, budget=10_000)
+    chunk = backward.default_chunk_size(g, budget=10_000)
     assert 2 * 3 * chunk * 64 <= 10_000 or chunk == 1
 
 
@@ -131,7 +131,7 @@ def test_conv_transpose_has_the_gradient_of_plain_autodiff(kwargs, chunk):
     # whole or on uneven slices of the batch (6 examples, chunks of 4 and 2).
     from jax import lax
 
-    from jaxcert.domains.linear import conv_transpose
+    from jaxcert.domains.backward import conv_transpose
 
     k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
     x_shape = (6, 7, 7, 4)
@@ -157,7 +157,7 @@ def test_conv_transpose_has_the_gradient_of_plain_autodiff(kwargs, chunk):
 
 
 def test_conv_batch_chunk_splits_big_batches_on_cpu_only():
-    from jaxcert.domains.linear import CPU_CONV_CHUNK_BYTES, conv_batch_chunk
+    from jaxcert.domains.backward import CPU_CONV_CHUNK_BYTES, conv_batch_chunk
 
     per_example = CPU_CONV_CHUNK_BYTES // 100
     assert conv_batch_chunk(900, per_example, "cpu") == 100

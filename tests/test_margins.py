@@ -47,7 +47,7 @@ HAND = {
 
 @pytest.mark.parametrize("method", MARGIN_METHODS)
 def test_hand_computed_example(method):
-    m = margins(tiny, jaxcert.LinfBall(X, 0.1), method, gamma=0.1)
+    m = margins(tiny, jaxcert.LinfBall(X, 0.1), method)  # gamma: its default, 0.1
     np.testing.assert_allclose(m.nominal, [[-0.95]], atol=1e-6)
     np.testing.assert_allclose(m.lower, [[HAND[method][0]]], atol=1e-6)
     np.testing.assert_allclose(m.upper, [[HAND[method][1]]], atol=1e-6)

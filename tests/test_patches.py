@@ -10,8 +10,8 @@ import pytest
 
 import jaxcert
 from jaxcert import Box, L1Ball, L2Ball, LinfBall
-from jaxcert.domains import interval, linear, margins, patches
-from jaxcert.graph import trace
+from jaxcert.domains import backward, intermediate, interval, linear, patches
+from jaxcert.graph import evaluate, trace
 
 
 class _Chain(nn.Module):
@@ -60,11 +60,11 @@ def test_patch_bounds_equal_dense_bounds(set_name, chunk):
     model, variables, x = _chain_fn()
     s = _sets(x)[set_name]
     graph = trace(lambda z: model.apply(variables, z), x.shape, x.dtype)
-    ctx = linear.Context(
-        graph, interval.propagate(graph, *s.bounding_box()), linear.slope_chooser("adaptive")
+    ctx = backward.Context(
+        graph, interval.propagate(graph, *s.bounding_box()), backward.slope_chooser("adaptive")
     )
     checked = 0
-    for index in linear.preactivation_nodes(graph):
+    for index in backward.preactivation_nodes(graph):
         chain = patches.conv_chain(graph, index)
         if chain is None:
             continue
@@ -81,17 +81,17 @@ def test_patch_bounds_contain_sampled_preactivations(set_name):
     model, variables, x = _chain_fn()
     s = _sets(x)[set_name]
     graph = trace(lambda z: model.apply(variables, z), x.shape, x.dtype)
-    intervals = linear.crown_intervals(graph, s, linear.slope_chooser("adaptive"))
+    intervals = intermediate.crown_intervals(graph, s, backward.slope_chooser("adaptive"))
     key_v, key_s = jax.random.split(jax.random.PRNGKey(3))
     points = jnp.concatenate(
         [s.sample(key_s, 200)] + ([s.vertices(key_v, 200)] if set_name == "linf-clip" else [])
     )
     checked = 0
-    for index in linear.preactivation_nodes(graph):
+    for index in backward.preactivation_nodes(graph):
         if patches.conv_chain(graph, index) is None:
             continue
         lo, hi = intervals[index]
-        values = jax.vmap(lambda p, i=index: margins.forward_values(graph, p)[i])(points)
+        values = jax.vmap(lambda p, i=index: evaluate(graph, p)[i])(points)
         assert np.all(np.asarray(values) >= np.asarray(lo)[None] - 1e-5)
         assert np.all(np.asarray(values) <= np.asarray(hi)[None] + 1e-5)
         checked += 1
@@ -168,7 +168,7 @@ def test_chains_without_a_patch_rule_stay_dense():
     model = Pooled()
     v = model.init(jax.random.PRNGKey(0), x)
     graph = trace(lambda z: model.apply(v, z), x.shape, x.dtype)
-    pre = linear.preactivation_nodes(graph)
+    pre = backward.preactivation_nodes(graph)
     assert patches.conv_chain(graph, pre[0]) is not None  # conv + bias from the input
     assert patches.conv_chain(graph, pre[-1]) is None  # max-pool and a residual sum
     dense_target = trace(lambda z: z.reshape(1, -1) @ jnp.ones((64, 2)), x.shape, x.dtype)
@@ -187,8 +187,8 @@ def test_patches_give_way_to_dense_passes_on_small_maps():
     model = Deep()
     v = model.init(jax.random.PRNGKey(0), x)
     graph = trace(lambda z: model.apply(v, z), x.shape, x.dtype)
-    last = linear.preactivation_nodes(graph)[-1]
+    last = backward.preactivation_nodes(graph)[-1]
     # Windows 3, 5, 7 pixels wide on 4x4 maps: more numbers than the maps themselves.
     assert not patches.prefers_patches(graph, patches.conv_chain(graph, last))
-    first = linear.preactivation_nodes(graph)[0]
+    first = backward.preactivation_nodes(graph)[0]
     assert patches.prefers_patches(graph, patches.conv_chain(graph, first))

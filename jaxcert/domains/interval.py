@@ -2,9 +2,10 @@
 
 ``RULES`` maps a node's op to ``rule(node, operands) -> (lower, upper)`` where each
 operand is an ``(lower, upper)`` pair for a bounded input or the constant array itself.
-Affine operations go through centre/radius form: the centre through the op itself,
-the radius through the same op with its weight replaced by ``|weight|``. Monotone
-operations map endpoints to endpoints.
+It is derived from the op registry (:mod:`jaxcert.ops`): affine operations go through
+centre/radius form (the centre through the op itself, the radius through the same op
+with its weight replaced by ``|weight|``); non-decreasing activations map endpoints to
+endpoints.
 """
 
 from __future__ import annotations
@@ -15,21 +16,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxcert.errors import UnsupportedOperation
-from jaxcert.graph import LINEAR_PRIMITIVES, Graph, Node, Ref
+from jaxcert import ops
+from jaxcert.graph import Graph, Node, Ref
 
 Array = jax.Array
 Interval = tuple[Array, Array]
 Rule = Callable[[Node, Sequence[Any]], Interval]
 
 __all__ = ["RULES", "Interval", "propagate", "propagate_node", "propagate_radius"]
-
-RULES: dict[str, Rule] = {}
-
-# Ops whose constant operands are weights: the radius goes through ``|weight|``.
-_WEIGHTED = ("dot_general", "conv_general_dilated", "mul", "div")
-# Ops that add their operands: radii add.
-_SUMS = ("add", "add_any", "sub", "neg")
 
 
 def _center_radius(iv: Interval) -> tuple[Array, Array]:
@@ -47,13 +41,14 @@ def propagate_radius(node: Node, operands: Sequence[Any]) -> Array:
     margin domains (:mod:`jaxcert.domains.margins`), which centre the same radii at the
     nominal activations instead of the interval midpoints.
     """
-    if node.op in _SUMS:
+    kind = ops.OPS[node.op].kind
+    if kind == "sum":
         radius: Array | float = 0.0
         for arg, r in zip(node.args, operands, strict=True):
             if isinstance(arg, Ref):
                 radius = radius + r
         return jnp.broadcast_to(radius, node.shape).astype(node.dtype)
-    constant_radius = jnp.abs if node.op in _WEIGHTED else _offset_radius
+    constant_radius = jnp.abs if kind == "weighted" else _offset_radius
     return node.apply(
         *(
             r if isinstance(arg, Ref) else constant_radius(r)
@@ -83,38 +78,26 @@ def _offset_radius(x: Any) -> Any:
     return jnp.zeros_like(x) if jnp.issubdtype(jnp.result_type(x), jnp.floating) else x
 
 
-for _name in LINEAR_PRIMITIVES:
-    RULES[_name] = _affine_rule
-
-
-def _monotone_rule(node: Node, operands: Sequence[Any]) -> Interval:
+def _endpoint_rule(node: Node, operands: Sequence[Any]) -> Interval:
+    """A non-decreasing activation maps the endpoints."""
     lo, hi = operands[0]
     return node.apply(lo), node.apply(hi)
 
 
-def _leaky_relu_rule(node: Node, operands: Sequence[Any]) -> Interval:
-    lo, hi = operands[0]
-    k = node.params["slope"]
-    return jnp.maximum(lo, k * lo), jnp.maximum(hi, k * hi)
-
-
-def _relu_rule(node: Node, operands: Sequence[Any]) -> Interval:
-    lo, hi = operands[0]
-    return jnp.maximum(lo, 0), jnp.maximum(hi, 0)
-
-
-RULES["relu"] = _relu_rule
-RULES["leaky_relu"] = _leaky_relu_rule
-RULES["monotone"] = _monotone_rule
-RULES["max_pool"] = _monotone_rule
-RULES["reduce_max"] = _monotone_rule
+RULES: dict[str, Rule] = ops.rule_table(
+    "interval",
+    {
+        "weighted": _affine_rule,
+        "sum": _affine_rule,
+        "structural": _affine_rule,
+        "monotone": _endpoint_rule,
+    },
+)
 
 
 def propagate_node(node: Node, intervals: Sequence[Interval | None]) -> Interval:
     """The interval of ``node`` from the intervals of the nodes before it."""
-    rule = RULES.get(node.op)
-    if rule is None:
-        raise UnsupportedOperation(node.op, node.source, "no interval (IBP) rule")
+    rule = RULES[node.op]
     operands = [intervals[a.index] if isinstance(a, Ref) else a for a in node.args]
     return rule(node, operands)
 

@@ -34,11 +34,12 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxcert import ops
 from jaxcert.domains import interval, linear
-from jaxcert.domains.margins import activation_fn
+from jaxcert.domains.backward import Context, concretize_interval, slope_chooser
 from jaxcert.errors import UnsupportedOperation
-from jaxcert.graph import LINEAR_PRIMITIVES, Graph, Node, Ref, trace
-from jaxcert.sets import InputSet, L1Ball, L2Ball, LinfBall
+from jaxcert.graph import Graph, Node, Ref, trace
+from jaxcert.sets import InputSet
 
 Array = jax.Array
 
@@ -50,28 +51,12 @@ __all__ = [
     "bcp_lower",
     "ball_box_minimum",
     "check_supported",
+    "RULES",
 ]
 
-WEIGHTED_OPS = ("dot_general", "conv_general_dilated")
-# Linear ops that only move, drop or sign-flip entries: Lipschitz constant <= 1.
-_NORM_ONE = frozenset(
-    {
-        "reshape",
-        "transpose",
-        "squeeze",
-        "expand_dims",
-        "copy",
-        "copy_p",
-        "convert_element_type",
-        "rev",
-        "pad",
-        "slice",
-        "dynamic_slice",
-        "neg",
-        "sharding_constraint",
-        "optimization_barrier",
-    }
-)
+# Linear ops whose constant is a weight matrix: their spectral norm is estimated (power
+# iteration) or certified; other linear ops get 1 (they only move entries) or a bound.
+WEIGHTED_OPS = tuple(op.name for op in ops.graph_ops() if op.lipschitz == "spectral")
 # Dense matrices up to this many entries are built to get their exact spectral norm.
 _MAX_EXACT_ENTRIES = 1 << 24
 
@@ -83,7 +68,7 @@ def unit_graph(fn: Callable[[Array], Array], input_set: InputSet) -> Graph:
 
 
 def _single_operand(node: Node) -> bool:
-    return node.op in LINEAR_PRIMITIVES and len(node.bounded) == 1
+    return ops.is_linear(node.op) and len(node.bounded) == 1
 
 
 def _linear_part(node: Node) -> Callable[[Array], Array]:
@@ -133,7 +118,7 @@ def _linear_nodes(graph: Graph):
 
 def _unweighted_constant(node: Node, in_shape: tuple[int, ...]) -> Array:
     """1 for maps that only move entries; the Hölder bound for the rest."""
-    if node.op in _NORM_ONE:
+    if ops.OPS[node.op].lipschitz == "moves":
         return jnp.ones((), node.dtype)
     return _holder_bound(node, in_shape, node.dtype)
 
@@ -296,38 +281,28 @@ def ball_box_minimum(
     return jnp.sum(c * p, axis=-1)
 
 
-def _initial(input_set: InputSet) -> tuple[Array, Array]:
-    """The ball (centre, radius ``(batch,)``) of the input set."""
-    x = jnp.asarray(input_set.center)
-    batch, n = x.shape[0], math.prod(x.shape[1:])
-    eps = jnp.broadcast_to(jnp.asarray(input_set.eps, x.dtype).reshape(-1), (batch,))
-    if isinstance(input_set, LinfBall):
-        if jnp.ndim(input_set.eps) > 1 or (
-            jnp.ndim(input_set.eps) == 1 and jnp.shape(input_set.eps)[0] != batch
-        ):
-            raise ValueError("BCP takes a scalar or per-example Linf radius")
-        return x, eps * math.sqrt(n)  # the L2 ball circumscribing the Linf ball
-    if isinstance(input_set, (L2Ball, L1Ball)):
-        return x, eps  # an L1 ball lies in the L2 ball of the same radius
-    raise TypeError(f"BCP needs an L2, L1 or Linf ball, got {type(input_set).__name__}")
-
-
 def check_supported(graph: Graph) -> None:
-    """Raises :class:`UnsupportedOperation` for a node BCP has no Lipschitz rule for
-    (before any constant is computed)."""
+    """Raises :class:`UnsupportedOperation` for a node BCP has no rule or Lipschitz
+    constant for (before any constant is computed)."""
     for node in graph.nodes[1:]:
-        if node.op not in LINEAR_PRIMITIVES:
+        rule = RULES[node.op]
+        if isinstance(rule, ops.Unsupported):
+            rule(node)
+        if not ops.is_linear(node.op):
             _activation_lipschitz(node)
 
 
 def _activation_lipschitz(node: Node) -> float:
-    if node.op in ("relu", "leaky_relu", "reduce_max"):
-        return 1.0
-    if node.op == "max_pool":
-        # An input is in at most prod(ceil(window / stride)) windows.
-        dims, strides = node.params["window_dimensions"], node.params["window_strides"]
-        return math.sqrt(math.prod(-(-d // s) for d, s in zip(dims, strides, strict=True)))
-    raise UnsupportedOperation(node.op, node.source, "no Lipschitz constant for BCP")
+    """The registry's Lipschitz constant of an activation node (a number, or computed
+    from the node's parameters)."""
+    rule = ops.OPS[node.op].lipschitz
+    value = rule(node) if callable(rule) else rule
+    if not isinstance(value, float):
+        what = node.params.get("function", node.op)
+        raise UnsupportedOperation(
+            node.op, node.source, f"no Lipschitz constant for BCP ({what} has no global one)"
+        )
+    return value
 
 
 def _row_norms(node: Node, in_shape: tuple[int, ...], dtype: Any) -> Array:
@@ -337,7 +312,7 @@ def _row_norms(node: Node, in_shape: tuple[int, ...], dtype: Any) -> Array:
     for k, a in enumerate(node.args):
         if k == i:
             squared.append(jnp.ones(in_shape, dtype))
-        elif node.op in ("dot_general", "conv_general_dilated", "mul", "div"):
+        elif ops.OPS[node.op].kind == "weighted":
             squared.append(a * a)
         else:
             squared.append(a)
@@ -348,36 +323,55 @@ def _per_example(rho: Array, like: Array) -> Array:
     return rho.reshape((-1,) + (1,) * (like.ndim - 1))
 
 
+# (node, nominal operands, radii of the bounded operands, constants, graph)
+#   -> (nominal value, ball radius (batch,), box half-width around the nominal value)
+Rule = Callable[[Node, list[Any], list[Array], dict[int, Array], Graph], tuple[Array, Array, Array]]
+
+
+def _linear_rule(node, z_ops, radii, constants, graph) -> tuple[Array, Array, Array]:
+    z_new = node.apply(*z_ops)
+    if len(radii) == 1:
+        (r,) = radii
+        r_new = constants[node.index] * r
+        in_shape = graph.nodes[node.inputs[0]].shape
+        return z_new, r_new, _row_norms(node, in_shape, node.dtype) * _per_example(r, z_new)
+    if ops.OPS[node.op].disjoint:  # e.g. concatenation: radii add in quadrature
+        r_new = _safe_sqrt(sum(r * r for r in radii))
+    else:  # sums and other multi-operand maps: triangle inequality
+        r_new = sum(radii)
+    return z_new, r_new, _per_example(r_new, z_new)
+
+
+def _activation_rule(node, z_ops, radii, constants, graph) -> tuple[Array, Array, Array]:
+    z_new = node.apply(*z_ops)
+    r_new = _activation_lipschitz(node) * radii[0]
+    return z_new, r_new, _per_example(r_new, z_new)
+
+
+RULES: dict[str, Rule] = ops.rule_table(
+    "lipschitz",
+    {
+        "weighted": _linear_rule,
+        "sum": _linear_rule,
+        "structural": _linear_rule,
+        "activation": _activation_rule,
+    },
+)
+
+
 def propagate(
     graph: Graph, input_set: InputSet, constants: dict[int, Array]
 ) -> tuple[list[Array], list[Array], list[tuple[Array, Array]]]:
     """Nominal values, ball radii ``(batch,)`` and boxes of every node."""
-    x, rho0 = _initial(input_set)
+    x, rho0 = input_set.enclosing_l2_ball()
     z: list[Any] = [x]
     rho: list[Any] = [rho0]
     boxes: list[Any] = [input_set.bounding_box()]
     for node in graph.nodes[1:]:
         ia_lo, ia_hi = interval.propagate_node(node, boxes)
-        if node.op in LINEAR_PRIMITIVES:
-            z_new = node.apply(*(z[a.index] if isinstance(a, Ref) else a for a in node.args))
-            radii = [rho[a.index] for a in node.args if isinstance(a, Ref)]
-            if len(radii) == 1:
-                (r,) = radii
-                r_new = constants[node.index] * r
-                in_shape = graph.nodes[node.inputs[0]].shape
-                half = _row_norms(node, in_shape, node.dtype) * _per_example(r, z_new)
-            else:
-                if node.op in ("concatenate", "stack"):
-                    r_new = _safe_sqrt(sum(r * r for r in radii))
-                else:  # sums and other multi-operand maps: triangle inequality
-                    r_new = sum(radii)
-                half = _per_example(r_new, z_new)
-        else:
-            (i,) = node.inputs
-            sigma_l = _activation_lipschitz(node)
-            z_new = activation_fn(node)(z[i])
-            r_new = sigma_l * rho[i]
-            half = _per_example(r_new, z_new)
+        z_ops = [z[a.index] if isinstance(a, Ref) else a for a in node.args]
+        radii = [rho[a.index] for a in node.args if isinstance(a, Ref)]
+        z_new, r_new, half = RULES[node.op](node, z_ops, radii, constants, graph)
         lo = jnp.maximum(ia_lo, z_new - half)
         hi = jnp.minimum(ia_hi, z_new + half)
         z.append(z_new)
@@ -413,8 +407,8 @@ def bcp_lower(
         (jnp.zeros_like(b[0]), jnp.zeros_like(b[0])) if n.index in stops else b
         for n, b in zip(graph.nodes, boxes, strict=True)
     ]
-    ctx = linear.Context(graph, zero_boxes, linear.slope_chooser("adaptive"))
-    A_in, bias, kept = linear.backward_coefficients(ctx, graph.output, A, stop=stops, keep=stops)
+    ctx = Context(graph, zero_boxes, slope_chooser("adaptive"))
+    A_in, bias, kept = linear.coefficients(ctx, graph.output, A, stop=stops, keep=stops)
     if A_in is None and len(kept) == 1:
         ((p, A_p),) = kept.items()
         batch, n_spec = A_p.shape[:2]
@@ -436,7 +430,7 @@ def bcp_lower(
     # Several nodes (or the input) feed the output affinely: their boxes, soundly.
     lower = bias
     for index, A_node in kept.items():
-        lower = lower + linear.concretize_interval(A_node, boxes[index])
+        lower = lower + concretize_interval(A_node, boxes[index])
     if A_in is not None:
         lower = lower + input_set.concretize(A_in)[0]
     return lower, boxes

@@ -40,55 +40,126 @@ the second-order term is the exact midpoint drift ``(mp(z+s) + mp(z-s))/2 - mp(z
 Variants: ``"double-margin-s"`` (``s`` only) and ``"ibp+v"`` (IBP's half-gaps replace
 ``s`` and the range is ``[l - v, u + v]``).
 
+Methods are option objects (:class:`SingleProp`, :class:`DoubleMargin`), named in
+:data:`MARGIN_METHODS`; the domain's rule table ``RULES`` is derived from the op
+registry: affine ops move ``z`` and the margins, (leaky) ReLUs can take SingleProp's
+relaxed radius, other elementwise activations the half-gap and an elementwise
+second-order term, poolings the exact midpoint drift.
+
 Other input sets (L2, L1, :class:`~jaxcert.sets.L0Ball`): the first layer's margins
 (every pre-activation reached from the input by affine ops only) are set to exactly half
 the range of values it takes over the set (DoubleMargin: "for general p norms the
 second layer margins are modified so that s1 is exactly half the range"), computed by
-the linear domain, which is exact on an affine map.
+backward passes, which are exact on an affine map.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 
-from jaxcert.domains import interval, linear
-from jaxcert.errors import UnsupportedOperation
-from jaxcert.graph import LINEAR_PRIMITIVES, Graph, Node, Ref, trace
+from jaxcert import ops
+from jaxcert.domains import interval
+from jaxcert.domains.backward import Context, preactivation_nodes, slope_chooser
+from jaxcert.domains.intermediate import identity_bounds
+from jaxcert.graph import Graph, Node, Ref, trace
+from jaxcert.options import Registry
 from jaxcert.relaxations import relu_relaxation
-from jaxcert.sets import Box, InputSet, LinfBall
+from jaxcert.sets import InputSet
 
 Array = jax.Array
 
 __all__ = [
     "MARGIN_METHODS",
+    "MarginMethod",
+    "SingleProp",
+    "DoubleMargin",
     "MarginBounds",
+    "RULES",
     "margins",
     "propagate",
-    "forward_values",
-    "activation_fn",
-    "center_of",
+    "register_margin_method",
 ]
 
-MARGIN_METHODS = (
-    "singleprop-zero",
-    "singleprop-fastlin",
-    "singleprop-crown",
-    "double-margin",
-    "double-margin-s",
-    "ibp+v",
-)
 
-# SingleProp variant -> lower ReLU slope of the relaxation it approximates.
-_SINGLEPROP_SLOPE = {
-    "singleprop-zero": "zero",
-    "singleprop-fastlin": "fastlin",
-    "singleprop-crown": "adaptive",
-}
+class MarginMethod:
+    """Base of the margin-propagation methods (approximations, never certificates).
+
+    Attributes read by the rules: ``relaxation`` (SingleProp: the lower ReLU slope of
+    the relaxation it approximates; None for DoubleMargin), ``drift`` (carry
+    DoubleMargin's second margin ``v``), ``ibp_radii`` (IBP's half-gaps replace ``s``),
+    ``gamma`` (the second-order finite-difference step).
+    """
+
+    relaxation: str | None = None
+    drift: bool = False
+    ibp_radii: bool = False
+    gamma: float = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class SingleProp(MarginMethod):
+    """SingleProp's margin (``002_…`` Eq. 6-8) with the ReLU relaxation whose lower slope
+    is ``relaxation``: ``"zero"`` (SingleProp-Zero), ``"fastlin"`` or ``"adaptive"``
+    (CROWN's).
+
+    Example:
+      >>> fn = lambda x: jax.nn.relu(x)
+      >>> m = margins(fn, jaxcert.LinfBall(jnp.array([[0.05]]), 0.1), SingleProp("zero"))
+      >>> round(float(m.upper[0, 0] - m.nominal[0, 0]), 6)  # Eq. 8: (z + r) / 2
+      0.075
+    """
+
+    relaxation: str = "zero"  # type: ignore[assignment]
+
+
+@dataclasses.dataclass(frozen=True)
+class DoubleMargin(MarginMethod):
+    """DoubleMargin's ``s`` and ``v`` margins (``000_…`` §4.2, our reconstruction).
+
+    ``drift=False`` keeps ``s`` alone (``"double-margin-s"``); ``ibp_radii=True`` replaces
+    ``s`` by IBP's half-gaps and ranges ``[l - v, u + v]`` (``"ibp+v"``); ``gamma`` is the
+    finite-difference step of the second-order term.
+
+    Example:
+      >>> fn = lambda x: jax.nn.relu(x)
+      >>> m = margins(fn, jaxcert.LinfBall(jnp.array([[1.0]]), 0.1), DoubleMargin())
+      >>> round(float(m.upper[0, 0]), 6)  # a stable ReLU: linear, no drift
+      1.1
+    """
+
+    drift: bool = True
+    ibp_radii: bool = False
+    gamma: float = 0.1
+    relaxation: ClassVar[None] = None  # type: ignore[misc]
+
+    def __post_init__(self) -> None:
+        if not self.gamma > 0:
+            raise ValueError(f"gamma must be > 0, got {self.gamma}")
+
+
+_REGISTRY: Registry[MarginMethod] = Registry("margin method", MarginMethod)
+MARGIN_METHODS = _REGISTRY.defaults
+
+
+def register_margin_method(name: str, method: MarginMethod, *, override: bool = False) -> None:
+    """Makes ``name`` a margin method (for :func:`margins` and the training methods)."""
+    _REGISTRY.register(name, method, override=override)
+
+
+for _name, _method in (
+    ("singleprop-zero", SingleProp("zero")),
+    ("singleprop-fastlin", SingleProp("fastlin")),
+    ("singleprop-crown", SingleProp("adaptive")),
+    ("double-margin", DoubleMargin()),
+    ("double-margin-s", DoubleMargin(drift=False)),
+    ("ibp+v", DoubleMargin(ibp_radii=True)),
+):
+    register_margin_method(_name, _method)
 
 
 @jax.tree_util.register_dataclass
@@ -109,49 +180,17 @@ class MarginBounds:
     intermediate: dict[str, tuple[Array, Array]] | None = None
 
 
-def center_of(input_set: InputSet) -> Array:
-    """The clean input of a set: its centre (the middle of a box)."""
-    if isinstance(input_set, Box):
-        return (input_set.lower + input_set.upper) / 2
-    center = getattr(input_set, "center", None)
-    if center is None:
-        raise TypeError(f"{type(input_set).__name__} has no center for margin propagation")
-    return jnp.asarray(center)
+# ---------------------------------------------------------------------- rules
+
+# A node's nominal value, radius r and second margin d (None without drift).
+State = tuple[Array, Array, Array | None]
+Rule = Callable[
+    [Node, Sequence[Any], Sequence[Any], Sequence[Any], Array | None, MarginMethod], State
+]
 
 
-def _initial_radius(input_set: InputSet, x: Array) -> Array:
-    if isinstance(input_set, LinfBall):
-        # The papers' v0 = eps * 1 (clipping is ignored, as they do).
-        return jnp.broadcast_to(jnp.asarray(input_set.eps, x.dtype), x.shape)
-    lo, hi = input_set.bounding_box()
-    return (hi - lo) / 2
-
-
-def _first_layer(graph: Graph) -> list[int]:
-    """Pre-activation nodes that only affine ops separate from the input."""
-    affine_from_input = {0}
-    for node in graph.nodes[1:]:
-        if node.op in LINEAR_PRIMITIVES and all(i in affine_from_input for i in node.inputs):
-            affine_from_input.add(node.index)
-    return [i for i in linear.preactivation_nodes(graph) if i in affine_from_input]
-
-
-def activation_fn(node: Node) -> Callable[[Array], Array]:
-    """The elementwise (or pooling) function of an activation node, on plain arrays."""
-    if node.op == "relu":
-        return jax.nn.relu
-    if node.op == "leaky_relu":
-        k = node.params["slope"]
-        return lambda z: jnp.maximum(z, k * z)
-    if node.op == "monotone":
-        return node.fn  # type: ignore[return-value]
-    if node.op in ("max_pool", "reduce_max"):
-        return node.apply
-    raise UnsupportedOperation(node.op, node.source, "no margin-propagation rule")
-
-
-def _half_gap(sigma: Callable[[Array], Array], z: Array, r: Array) -> Array:
-    return (sigma(z + r) - sigma(z - r)) / 2
+def _half_gap(node: Node, z: Array, r: Array) -> Array:
+    return (node.apply(z + r) - node.apply(z - r)) / 2
 
 
 def _relaxed_radius(node: Node, z: Array, r: Array, slope: str) -> Array:
@@ -169,93 +208,122 @@ def _relaxed_radius(node: Node, z: Array, r: Array, slope: str) -> Array:
     return radius(z, r)
 
 
-def _second_order(node: Node, sigma: Callable[[Array], Array], z: Array, r: Array, gamma: float):
-    """DoubleMargin's curvature term: ``r^2/2 |sigma''(z)|`` by finite differences."""
-    if node.op in ("max_pool", "reduce_max"):
-        # Not elementwise: the exact drift of the midpoint (>= 0: max is convex).
-        return (sigma(z + r) + sigma(z - r)) / 2 - sigma(z)
-    second = jnp.abs(sigma(z + gamma) - 2 * sigma(z) + sigma(z - gamma)) / gamma**2
-    return r * r / 2 * second
+def _affine_rule(node, z_ops, r_ops, d_ops, ibp_r, method) -> State:
+    z_new = node.apply(*z_ops)
+    r_new = interval.propagate_radius(node, r_ops)
+    d_new = interval.propagate_radius(node, d_ops) if method.drift else None
+    return z_new, r_new, d_new
 
 
-def forward_values(graph: Graph, x: Array) -> list[Array]:
-    """The value of every node of ``graph`` at the input ``x`` (a nominal forward pass)."""
-    values: list[Any] = [x]
-    for node in graph.nodes[1:]:
-        if node.op in LINEAR_PRIMITIVES:
-            values.append(
-                node.apply(*(values[a.index] if isinstance(a, Ref) else a for a in node.args))
-            )
+def _curvature(node: Node, z: Array, r: Array, gamma: float) -> Array:
+    """DoubleMargin's second-order term ``r^2/2 |sigma''(z)|`` by finite differences."""
+    second = jnp.abs(node.apply(z + gamma) - 2 * node.apply(z) + node.apply(z - gamma))
+    return r * r / 2 * (second / gamma**2)
+
+
+def _pool_drift(node: Node, z: Array, r: Array, gamma: float) -> Array:
+    """For a max (not elementwise): the exact drift of the midpoint (>= 0: max is convex)."""
+    return (node.apply(z + r) + node.apply(z - r)) / 2 - node.apply(z)
+
+
+def _activation_rule(
+    second_order: Callable[[Node, Array, Array, float], Array], relaxed: bool = False
+) -> Rule:
+    """The rule of an activation with ``second_order`` drift; ``relaxed``: it has a
+    linear relaxation, whose radius SingleProp takes."""
+
+    def rule(node, z_ops, r_ops, d_ops, ibp_r, method) -> State:
+        (z_in,), (r_in,), (d_in,) = z_ops, r_ops, d_ops
+        r_in = r_in if ibp_r is None else ibp_r
+        if relaxed and method.relaxation is not None:
+            r_new = _relaxed_radius(node, z_in, r_in, method.relaxation)
         else:
-            values.append(activation_fn(node)(values[node.inputs[0]]))
-    return values
+            r_new = _half_gap(node, z_in, r_in)
+        d_new = None
+        if method.drift:
+            d_new = _half_gap(node, z_in, d_in) + second_order(node, z_in, r_in, method.gamma)
+        return node.apply(z_in), r_new, d_new
+
+    return rule
+
+
+RULES: dict[str, Rule] = ops.rule_table(
+    "margins",
+    {
+        "weighted": _affine_rule,
+        "sum": _affine_rule,
+        "structural": _affine_rule,
+        "monotone": _activation_rule(_curvature),
+    },
+    overrides={
+        "relu": _activation_rule(_curvature, relaxed=True),
+        "leaky_relu": _activation_rule(_curvature, relaxed=True),
+        "max_pool": _activation_rule(_pool_drift),
+        "reduce_max": _activation_rule(_pool_drift),
+    },
+)
+
+
+def _first_layer(graph: Graph) -> list[int]:
+    """Pre-activation nodes that only affine ops separate from the input."""
+    affine_from_input = {0}
+    for node in graph.nodes[1:]:
+        if ops.is_linear(node.op) and all(i in affine_from_input for i in node.inputs):
+            affine_from_input.add(node.index)
+    return [i for i in preactivation_nodes(graph) if i in affine_from_input]
 
 
 def propagate(
     graph: Graph,
     input_set: InputSet,
-    method: str = "singleprop-zero",
+    method: MarginMethod,
     *,
-    gamma: float = 0.1,
     chunk_size: int | None = None,
 ) -> tuple[list[Array], list[Array], list[Array] | None, list[interval.Interval] | None]:
     """Nominal values and margins of every node: ``(z, r, d or None, IBP intervals or None)``.
 
-    ``d`` is DoubleMargin's second margin (None for SingleProp and ``double-margin-s``);
-    the IBP intervals are computed for ``"ibp+v"`` only.
+    ``d`` is DoubleMargin's second margin (None without drift); the IBP intervals are
+    computed only for ``ibp_radii``.
     """
-    if method not in MARGIN_METHODS:
-        raise ValueError(f"unknown margin method {method!r}; expected one of {MARGIN_METHODS}")
-    if not gamma > 0:
-        raise ValueError(f"gamma must be > 0, got {gamma}")
-    x = center_of(input_set).astype(graph.nodes[0].dtype)
-    ibp = interval.propagate(graph, *input_set.bounding_box()) if method == "ibp+v" else None
+    x = input_set.nominal().astype(graph.nodes[0].dtype)
+    ibp = interval.propagate(graph, *input_set.bounding_box()) if method.ibp_radii else None
     exact: dict[int, Array] = {}
-    if not isinstance(input_set, (LinfBall, Box)):
-        ctx = linear.Context(graph, [None] * len(graph.nodes), linear.slope_chooser("adaptive"))
+    if not input_set.is_box:
+        ctx = Context(graph, [None] * len(graph.nodes), slope_chooser("adaptive"))
         for index in _first_layer(graph):
-            lo, hi = linear.identity_bounds(ctx, input_set, index, chunk_size)
+            lo, hi = identity_bounds(ctx, input_set, index, chunk_size)
             exact[index] = (hi - lo) / 2
-    with_drift = method in ("double-margin", "ibp+v")
-    slope = _SINGLEPROP_SLOPE.get(method)
 
     z: list[Any] = [x]
-    r: list[Any] = [_initial_radius(input_set, x)]
+    r: list[Any] = [input_set.coordinate_radius().astype(x.dtype)]
     d: list[Any] = [jnp.zeros_like(x)]
     for node in graph.nodes[1:]:
-        if node.op in LINEAR_PRIMITIVES:
 
-            def operands(values: list[Any], node: Node = node) -> list[Any]:
-                return [values[a.index] if isinstance(a, Ref) else a for a in node.args]
+        def operands(values: list[Any], node: Node = node) -> list[Any]:
+            return [values[a.index] if isinstance(a, Ref) else a for a in node.args]
 
-            z_new = node.apply(*operands(z))
-            r_new = interval.propagate_radius(node, operands(r))
-            d_new = interval.propagate_radius(node, operands(d)) if with_drift else None
-        else:
-            sigma = activation_fn(node)
-            (i,) = node.inputs
-            z_in, d_in = z[i], d[i]
-            r_in = (ibp[i][1] - ibp[i][0]) / 2 if ibp is not None else r[i]
-            z_new = sigma(z_in)
-            if slope is not None and node.op in ("relu", "leaky_relu"):
-                r_new = _relaxed_radius(node, z_in, r_in, slope)
-            else:
-                r_new = _half_gap(sigma, z_in, r_in)
-            d_new = None
-            if with_drift:
-                d_new = _half_gap(sigma, z_in, d_in) + _second_order(node, sigma, z_in, r_in, gamma)
-        if node.index in exact:
-            r_new = exact[node.index]
+        ibp_r = None
+        if ibp is not None and not ops.is_linear(node.op):
+            lo, hi = ibp[node.inputs[0]]
+            ibp_r = (hi - lo) / 2
+        z_new, r_new, d_new = RULES[node.op](
+            node, operands(z), operands(r), operands(d), ibp_r, method
+        )
         z.append(z_new)
-        r.append(r_new)
+        r.append(exact.get(node.index, r_new))
         d.append(d_new)
-    return z, r, (d if with_drift else None), ibp
+    return z, r, (d if method.drift else None), ibp
 
 
 def _range(
-    method: str, index: int, z: list[Array], r: list[Array], d: list[Array] | None, ibp: Any
+    method: MarginMethod,
+    index: int,
+    z: list[Array],
+    r: list[Array],
+    d: list[Array] | None,
+    ibp: Any,
 ) -> tuple[Array, Array]:
-    if method == "ibp+v":
+    if method.ibp_radii:
         lo, hi = ibp[index]
         return lo - d[index], hi + d[index]  # type: ignore[index]
     width = r[index] + d[index] if d is not None else r[index]
@@ -265,11 +333,11 @@ def _range(
 def margins(
     fn: Callable[[Array], Array],
     input_set: InputSet,
-    method: str = "singleprop-zero",
+    method: str | MarginMethod = "singleprop-zero",
     *,
-    gamma: float = 0.1,
     return_intermediate: bool = False,
     chunk_size: int | None = None,
+    **options: Any,
 ) -> MarginBounds:
     """Approximate output ranges of ``fn`` over ``input_set`` by margin propagation.
 
@@ -280,11 +348,13 @@ def margins(
     Args:
       fn: maps ``(batch, *x_shape)`` to ``(batch, *out)``; traced like
         :func:`jaxcert.bound`.
-      input_set: the perturbation set; its centre is the clean input.
-      method: one of :data:`MARGIN_METHODS`.
-      gamma: DoubleMargin's finite-difference step.
+      input_set: the perturbation set; its :meth:`~jaxcert.sets.InputSet.nominal` point
+        is the clean input.
+      method: a name of :data:`MARGIN_METHODS` or a :class:`MarginMethod`.
       return_intermediate: also return the ranges at the activations' inputs.
-      chunk_size: neurons per pass for the exact first layer of non-Linf sets.
+      chunk_size: neurons per pass for the exact first layer of non-box sets.
+      **options: the method's own options (e.g. ``gamma=`` for DoubleMargin); any
+        other raises :class:`TypeError`.
 
     Returns:
       :class:`MarginBounds`.
@@ -296,13 +366,16 @@ def margins(
       >>> round(float(m.nominal[0, 0]), 6), round(float(m.upper[0, 0] - m.nominal[0, 0]), 6)
       (-0.95, 0.175)
     """
+    resolved = _REGISTRY.resolve(method, **options)
     dtype = jnp.result_type(input_set.bounding_box()[0])
     graph = trace(fn, input_set.shape, dtype)
-    z, r, d, ibp = propagate(graph, input_set, method, gamma=gamma, chunk_size=chunk_size)
-    lower, upper = _range(method, graph.output, z, r, d, ibp)
+    z, r, d, ibp = propagate(graph, input_set, resolved, chunk_size=chunk_size)
+    lower, upper = _range(resolved, graph.output, z, r, d, ibp)
     inter = None
     if return_intermediate:
         inter = {}
         for node in graph.activations:
-            inter[node.name or f"node_{node.index}"] = _range(method, node.inputs[0], z, r, d, ibp)
+            inter[node.name or f"node_{node.index}"] = _range(
+                resolved, node.inputs[0], z, r, d, ibp
+            )
     return MarginBounds(z[graph.output], lower, upper, inter)

@@ -12,33 +12,45 @@ convolution without padding on the patch: one transposed convolution for all row
 Positions that fall in the convolution's zero padding are masked to zero.
 Activations and elementwise affine maps read their lines on the same windows.
 
-The result equals the dense pass (:func:`jaxcert.domains.linear.identity_bounds`) up
-to float rounding; :func:`identity_bounds` there picks patches when the target's whole
-ancestry is such a chain and the patches are smaller than the feature maps.
+``RULES`` is this domain's table over the op registry: a :class:`PatchRule` (when it
+applies to a node, and its step) for convolutions, (leaky) ReLUs and elementwise
+affine maps, an "unsupported" entry (with the reason) for every other op. The
+result equals the dense pass up to float rounding;
+:func:`jaxcert.domains.intermediate.identity_bounds` picks patches when the target's
+whole ancestry is such a chain and the patches are smaller than the feature maps.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 
-from jaxcert.domains import linear
+from jaxcert import ops
+from jaxcert.domains.backward import Context, bounds_in_chunks, transpose_merged
 from jaxcert.graph import Graph, Node, Ref
+from jaxcert.patch_rows import PatchRows, read_windows
 from jaxcert.relaxations import relu_relaxation
-from jaxcert.sets import Box, InputSet, LinfBall
+from jaxcert.sets import InputSet
 
 Array = jax.Array
 Interval = tuple[Array, Array]
 
-__all__ = ["Window", "conv_chain", "windows_along", "prefers_patches", "identity_bounds"]
+__all__ = [
+    "RULES",
+    "PatchRule",
+    "Window",
+    "conv_chain",
+    "windows_along",
+    "prefers_patches",
+    "lower_bounds",
+    "identity_bounds",
+]
 
 _NHWC = (0, 3, 1, 2)
-# Elementwise maps with one bounded operand and constant others: affine per element.
-_ELEMENTWISE_AFFINE = frozenset({"add", "sub", "mul", "div", "neg"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,22 +86,20 @@ def _is_patch_conv(node: Node) -> bool:
     )
 
 
-def _supported(node: Node, graph: Graph) -> bool:
-    """Whether a backward pass can carry patches through ``node`` (rank-4 NHWC chain)."""
-    if len(node.inputs) != 1 or len(node.shape) != 4:
-        return False
-    if len(graph.nodes[node.inputs[0]].shape) != 4:
-        return False
-    if node.op == "conv_general_dilated":
-        return _is_patch_conv(node)
-    if node.op in ("relu", "leaky_relu"):
-        return True
-    if node.op in _ELEMENTWISE_AFFINE:
-        # The bounded operand must not be broadcast, and a divisor must be constant.
-        return graph.nodes[node.inputs[0]].shape == node.shape and (
-            node.op != "div" or node.bounded == (0,)
-        )
-    return False
+def _nhwc_chain_link(node: Node, graph: Graph) -> bool:
+    """One bounded operand, and rank-4 (NHWC) arrays on both sides."""
+    return (
+        len(node.inputs) == 1
+        and len(node.shape) == 4
+        and len(graph.nodes[node.inputs[0]].shape) == 4
+    )
+
+
+def _elementwise_applies(node: Node, graph: Graph) -> bool:
+    # The bounded operand must not be broadcast, and a divisor must be constant.
+    return graph.nodes[node.inputs[0]].shape == node.shape and (
+        node.op != "div" or node.bounded == (0,)
+    )
 
 
 def conv_chain(graph: Graph, index: int) -> list[Node] | None:
@@ -99,7 +109,10 @@ def conv_chain(graph: Graph, index: int) -> list[Node] | None:
     chain = []
     node = graph.nodes[index]
     while node.index != 0:
-        if not _supported(node, graph):
+        rule = RULES[node.op]
+        if not isinstance(rule, PatchRule) or not _nhwc_chain_link(node, graph):
+            return None
+        if not rule.applies(node, graph):
             return None
         chain.append(node)
         node = graph.nodes[node.inputs[0]]
@@ -113,17 +126,28 @@ def windows_along(chain: Sequence[Node]) -> list[Window]:
     window = Window((1, 1), (1, 1), (0, 0))
     out = []
     for node in chain:
-        if node.op == "conv_general_dilated":
-            k = _kernel_size(node)
-            s = node.params["window_strides"]
-            pad = node.params["padding"]
-            window = Window(
-                size=tuple((window.size[a] - 1) * s[a] + k[a] for a in range(2)),  # type: ignore[arg-type]
-                stride=tuple(window.stride[a] * s[a] for a in range(2)),  # type: ignore[arg-type]
-                offset=tuple(window.offset[a] * s[a] + pad[a][0] for a in range(2)),  # type: ignore[arg-type]
-            )
+        window = RULES[node.op].grow(node, window)
         out.append(window)
     return out
+
+
+def _same_window(node: Node, window: Window) -> Window:
+    return window
+
+
+def _conv_window(node: Node, window: Window) -> Window:
+    """The window at a convolution's input from the window at its output."""
+    k = _kernel_size(node)
+    s = node.params["window_strides"]
+    pad = node.params["padding"]
+    return Window(
+        size=(
+            (window.size[0] - 1) * s[0] + k[0],
+            (window.size[1] - 1) * s[1] + k[1],
+        ),
+        stride=(window.stride[0] * s[0], window.stride[1] * s[1]),
+        offset=(window.offset[0] * s[0] + pad[0][0], window.offset[1] * s[1] + pad[1][0]),
+    )
 
 
 def prefers_patches(graph: Graph, chain: Sequence[Node]) -> bool:
@@ -141,16 +165,6 @@ def _positions(rows: Array, window: Window, axis: int) -> Array:
     """Node rows (or columns) covered by the windows of target positions ``rows``: (R, size)."""
     start = rows * window.stride[axis] - window.offset[axis]
     return start[:, None] + jnp.arange(window.size[axis])
-
-
-def _take_windows(x: Array, pi: Array, pj: Array) -> Array:
-    """``x`` (B, H, W, C) read on the windows ``pi`` (R, ph), ``pj`` (R, pw):
-    (B, R, ph, pw, C); out-of-range positions read a clamped neighbour (their
-    coefficients are zero)."""
-    h, w = x.shape[1:3]
-    ii = jnp.clip(pi, 0, h - 1)[:, :, None]
-    jj = jnp.clip(pj, 0, w - 1)[:, None, :]
-    return x[:, ii, jj, :]
 
 
 def _in_range(pi: Array, pj: Array, shape: Sequence[int], dtype) -> Array:
@@ -171,9 +185,11 @@ def _sum_patch(x: Array) -> Array:
 _MATMUL_FLOP_RATIO = 4
 
 
-def _conv_step(node: Node, A: Array, in_shape: Sequence[int], window: Window) -> Array:
+def _conv_step(
+    node: Node, A: Array, ctx: Context, in_shape: Sequence[int], window: Window, pi, pj
+) -> tuple[Array, None]:
     """Patches at a convolution's output to patches at its input (no padding: the
-    padding is the window offset)."""
+    padding is the window offset; positions in it are masked)."""
     batch, n_rows = A.shape[:2]
     params = {**node.params, "padding": ((0, 0), (0, 0))}
 
@@ -191,16 +207,17 @@ def _conv_step(node: Node, A: Array, in_shape: Sequence[int], window: Window) ->
         A_in = A.reshape(batch * n_rows, n_out) @ matrix.reshape(n_out, -1)
     else:
         flat_A = A.reshape(batch * n_rows, *A.shape[2:])
-        A_in = linear.transpose_merged(conv, flat_A, node.args[1], (*window.size, in_shape[3]))
-    return A_in.reshape(batch, n_rows, *window.size, in_shape[3])
+        A_in = transpose_merged(conv, flat_A, node.args[1], (*window.size, in_shape[3]))
+    A_in = A_in.reshape(batch, n_rows, *window.size, in_shape[3])
+    return A_in * _in_range(pi, pj, in_shape, A.dtype), None
 
 
-def _relu_step(node: Node, A: Array, ctx: linear.Context, pi: Array, pj: Array):
+def _relu_step(node: Node, A: Array, ctx: Context, in_shape, window, pi: Array, pj: Array):
     (z,) = node.inputs
-    lo, hi = ctx.intervals[z]
+    lo, hi = ctx.interval(z)
     relax = relu_relaxation(lo, hi, ctx.lower_slope(node), node.params.get("slope", 0.0))
     lower_slope, upper_slope, upper_bias = (
-        _take_windows(jnp.broadcast_to(v, node.shape), pi, pj)
+        read_windows(jnp.broadcast_to(v, node.shape), pi, pj)
         for v in (relax.lower_slope, relax.upper_slope, relax.upper_bias)
     )
     A_pos, A_neg = jnp.maximum(A, 0), jnp.minimum(A, 0)
@@ -208,42 +225,55 @@ def _relu_step(node: Node, A: Array, ctx: linear.Context, pi: Array, pj: Array):
     return A_pos * lower_slope + A_neg * upper_slope, _sum_patch(A_neg * upper_bias)
 
 
-def _affine_step(node: Node, A: Array, pi: Array, pj: Array):
+def _elementwise_step(node: Node, A: Array, ctx: Context, in_shape, window, pi, pj):
     zeros = jnp.zeros(node.shape, node.dtype)
     offset = node.apply_bounded(zeros)
     scale = node.apply_bounded(jnp.ones(node.shape, node.dtype)) - offset
-    A_in = A * _take_windows(scale, pi, pj)
-    if node.op in ("add", "sub"):
-        return A_in, _sum_patch(A * _take_windows(offset, pi, pj))
+    A_in = A * read_windows(scale, pi, pj)
+    if ops.OPS[node.op].offset:
+        return A_in, _sum_patch(A * read_windows(offset, pi, pj))
     return A_in, None
 
 
-def _fold(A: Array, pi: Array, pj: Array, shape: Sequence[int]) -> Array:
-    """Patches (B, R, ph, pw, C) as dense rows (B, R, H, W, C) (out-of-range entries,
-    all zero, are dropped)."""
-    h, w = shape[1:3]
-    dense = jnp.zeros((A.shape[0], A.shape[1], h + 2, w + 2, A.shape[4]), A.dtype)
-    # Out-of-range positions go to a spare border row/column that is cut off.
-    ii = jnp.clip(pi + 1, 0, h + 1)[:, :, None]
-    jj = jnp.clip(pj + 1, 0, w + 1)[:, None, :]
-    r = jnp.arange(A.shape[1])[:, None, None]
-    dense = dense.at[:, r, ii, jj, :].add(A)
-    return dense[:, :, 1 : h + 1, 1 : w + 1, :]
+@dataclasses.dataclass(frozen=True)
+class PatchRule:
+    """How a patch pass goes back through one op.
+
+    Attributes:
+      applies: ``(node, graph) -> bool``: whether this node's parameters allow it.
+      grow: ``(node, window at the output) -> window at the input``.
+      step: ``(node, A, ctx, input shape, window, rows, cols) -> (A at the input, bias
+        or None)`` for patches ``A`` (B, R, ph, pw, C) on the input window.
+    """
+
+    applies: Callable[[Node, Graph], bool]
+    grow: Callable[[Node, Window], Window]
+    step: Callable[..., tuple[Array, Array | None]]
 
 
-def _concretize(input_set: InputSet, A: Array, bias: Array, pi: Array, pj: Array) -> Array:
-    """Lower bound of ``A . x + bias`` over the input set: (B, R)."""
-    if isinstance(input_set, (Box, LinfBall)):
-        lo, hi = input_set.bounding_box()
-        center = _take_windows((hi + lo) / 2, pi, pj)
-        radius = _take_windows((hi - lo) / 2, pi, pj)
-        return bias + _sum_patch(A * center) - _sum_patch(jnp.abs(A) * radius)
-    dense = _fold(A, pi, pj, input_set.shape)
-    return input_set.concretize(dense, bias)[0]
+_ELEMENTWISE = PatchRule(_elementwise_applies, _same_window, _elementwise_step)
+_RELU = PatchRule(lambda node, graph: True, _same_window, _relu_step)
+
+RULES: dict[str, PatchRule | ops.Unsupported] = ops.rule_table(
+    "patches",
+    {},
+    overrides={
+        "conv_general_dilated": PatchRule(
+            lambda node, graph: _is_patch_conv(node), _conv_window, _conv_step
+        ),
+        "relu": _RELU,
+        "leaky_relu": _RELU,
+        **{name: _ELEMENTWISE for name in ("add", "sub", "mul", "div", "neg")},
+    },
+    default_reason=(
+        "patch passes go through convolutions, (leaky) ReLUs and elementwise affine maps "
+        "only; neurons behind this op are bounded by dense passes"
+    ),
+)
 
 
 def lower_bounds(
-    ctx: linear.Context,
+    ctx: Context,
     input_set: InputSet,
     chain: Sequence[Node],
     rows_i: Array,
@@ -258,18 +288,13 @@ def lower_bounds(
         in_shape = graph.nodes[node.inputs[0]].shape
         pi = _positions(rows_i, window, 0)
         pj = _positions(rows_j, window, 1)
-        if node.op == "conv_general_dilated":
-            A = _conv_step(node, A, in_shape, window)
-            A = A * _in_range(pi, pj, in_shape, A.dtype)
-            continue
-        if node.op in ("relu", "leaky_relu"):
-            A, step_bias = _relu_step(node, A, ctx, pi, pj)
-        else:
-            A, step_bias = _affine_step(node, A, pi, pj)
+        rule = RULES[node.op]
+        assert isinstance(rule, PatchRule)  # conv_chain admits only these
+        A, step_bias = rule.step(node, A, ctx, in_shape, window, pi, pj)
         if step_bias is not None:
             bias = bias + step_bias
     # pi, pj now hold the windows on the input (the last chain node reads it).
-    return _concretize(input_set, A, bias, pi, pj)
+    return input_set.concretize_patches(PatchRows(A, pi, pj), bias)[0]
 
 
 def default_chunk_size(graph: Graph, chain: Sequence[Node], budget: int = 1 << 26) -> int:
@@ -283,7 +308,7 @@ def default_chunk_size(graph: Graph, chain: Sequence[Node], budget: int = 1 << 2
 
 
 def identity_bounds(
-    ctx: linear.Context,
+    ctx: Context,
     input_set: InputSet,
     chain: Sequence[Node],
     chunk_size: int | None = None,
@@ -309,4 +334,4 @@ def identity_bounds(
         return both[:, :m], -both[:, m:]
 
     chunk = chunk_size or default_chunk_size(ctx.graph, chain)
-    return linear.bounds_in_chunks(run, node.shape, chunk)
+    return bounds_in_chunks(run, node.shape, chunk)

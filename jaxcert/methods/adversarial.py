@@ -8,7 +8,8 @@ import jax
 
 from jaxcert.attacks import pgd
 from jaxcert.losses import accuracy, cross_entropy
-from jaxcert.methods import config_value, register
+from jaxcert.methods.options import clip_range, config_value
+from jaxcert.methods.registry import register
 
 
 @register("pgd")
@@ -22,10 +23,7 @@ def make_pgd(apply_fn, num_classes: int, config: Any):
     steps = int(config_value(config, "pgd_steps", 7))
     step_size = config_value(config, "pgd_step_size", None)
     restarts = int(config_value(config, "pgd_restarts", 1))
-    clip = (
-        float(config_value(config, "clip_min", 0.0)),
-        float(config_value(config, "clip_max", 1.0)),
-    )
+    clip = clip_range(config)
 
     def loss_fn(params, x, y, hparams, rng):
         fn = lambda z: apply_fn(params, z)  # noqa: E731

@@ -20,52 +20,47 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax.numpy as jnp
-
+from jaxcert.bound_methods import BCP, LMT, Method
 from jaxcert.bounds import bound
 from jaxcert.domains import lipschitz as lipschitz_lib
 from jaxcert.losses import mixed_objective, robust_cross_entropy, verified
-from jaxcert.methods import config_value, register
-from jaxcert.sets import L2Ball, LinfBall
+from jaxcert.methods.options import clip_range, config_value
+from jaxcert.methods.registry import MethodMaker, register
+from jaxcert.options import option_names, with_options
+from jaxcert.sets import LinfBall, norm_ball
 from jaxcert.specs import margin_spec
 
-
-def _input_set(norm: str, x, eps, clip):
-    if norm == "l2":
-        return L2Ball(x, eps, clip=clip)
-    if norm == "linf":
-        return LinfBall(x, eps, clip=clip)
-    raise ValueError(f"norm must be 'l2' or 'linf', got {norm!r}")
+# Threat models these methods train on: the L2 ball of radius eps, or the L2 ball
+# circumscribing the Linf ball.
+NORMS = ("l2", "linf")
 
 
-def make_lipschitz_margin(method: str):
+def make_lipschitz_margin(bound_method: Method) -> MethodMaker:
+    """A method maker for Eq. 3.2.13 with ``bound_method`` (:class:`~jaxcert.BCP` or
+    :class:`~jaxcert.LMT`), its Lipschitz constants from power iteration."""
+
     def maker(apply_fn, num_classes: int, config: Any):
         norm = str(config_value(config, "norm", "l2"))
-        solver_iters = int(config_value(config, "bcp_solver_iters", 10))
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
         power_iters = int(config_value(config, "power_iters", 1))
-        clip = (
-            float(config_value(config, "clip_min", 0.0)),
-            float(config_value(config, "clip_max", 1.0)),
-        )
-        _input_set(norm, jnp.zeros((1, 1)), 0.0, clip)  # validate the norm now
+        clip = clip_range(config)
+        method = bound_method
+        if "solver_iters" in option_names(method):
+            method = with_options(
+                method, solver_iters=int(config_value(config, "bcp_solver_iters", 10))
+            )
 
         def loss_fn(params, x, y, hparams, rng):
             fn = lambda z: apply_fn(params, z)  # noqa: E731
-            s = _input_set(norm, x, hparams["eps"], clip)
+            s = norm_ball(norm, x, hparams["eps"], clip)
             unit = lipschitz_lib.unit_graph(fn, s)
             constants, vectors = lipschitz_lib.power_iteration(
                 unit, hparams.get("method_state") or None, rng, iters=power_iters
             )
             spec = margin_spec(y, num_classes)
-            m = bound(
-                fn,
-                s,
-                method,
-                spec=spec,
-                bound_upper=False,
-                lipschitz=constants,
-                solver_iters=solver_iters,
-            ).lower
+            estimated = with_options(method, lipschitz=constants)
+            m = bound(fn, s, estimated, spec=spec, bound_upper=False).lower
             robust = robust_cross_entropy(m, y, num_classes)
             # verified_acc uses the estimated constants: a training signal, not a certificate.
             loss, metrics = mixed_objective(fn(x), y, robust, hparams["kappa"], verified(m))
@@ -83,5 +78,6 @@ def make_lipschitz_margin(method: str):
     return maker
 
 
-for _name in ("bcp", "lmt"):
-    register(_name)(make_lipschitz_margin(_name))
+# Not the family's generic mixed objective: power-iteration constants and their state.
+for _name, _method in (("bcp", BCP()), ("lmt", LMT())):
+    register(_name, norms=NORMS, override_family=True)(make_lipschitz_margin(_method))

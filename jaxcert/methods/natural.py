@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from jaxcert.losses import accuracy, cross_entropy
-from jaxcert.methods import register
+from jaxcert.methods.registry import register
 
 
 @register("natural")

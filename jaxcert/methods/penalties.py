@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcert.bounds import bound
+from jaxcert.methods.options import clip_range
 from jaxcert.sets import LinfBall
 
 Array = jax.Array
@@ -61,12 +62,7 @@ def l1_norm(params: Any) -> Array:
 
 def with_penalties(loss_fn, apply_fn, config: Any, rs_weight: float, l1_weight: float):
     """``loss_fn`` plus ``rs_weight * relu_stability + l1_weight * l1_norm``."""
-    from jaxcert.methods import config_value
-
-    clip = (
-        float(config_value(config, "clip_min", 0.0)),
-        float(config_value(config, "clip_max", 1.0)),
-    )
+    clip = clip_range(config)
 
     def penalised(params, x, y, hparams, rng):
         loss, metrics = loss_fn(params, x, y, hparams, rng)

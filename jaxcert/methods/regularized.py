@@ -18,36 +18,39 @@ does) or, with ``train.adaptive_lambda``, SingleProp's AHS value per epoch.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from jaxcert.bounds import bound
-from jaxcert.domains.margins import MARGIN_METHODS, margins
+from jaxcert.domains.margins import MARGIN_METHODS, MarginMethod, margins
 from jaxcert.losses import accuracy, cross_entropy, range_regularizer
-from jaxcert.methods import config_value, register
+from jaxcert.methods.options import clip_range, config_value
+from jaxcert.methods.registry import MethodMaker, register, register_family
+from jaxcert.options import option_names, with_options
 from jaxcert.sets import LinfBall
 
 
-def make_regularized(domain: str):
-    """A method maker for ``CE + lambda * R`` with the range of ``domain``."""
+def make_regularized(domain: MarginMethod | None) -> MethodMaker:
+    """A method maker for ``CE + lambda * R`` with the range of the margin method
+    ``domain`` (None: IBP's sound per-logit interval)."""
 
     def maker(apply_fn, num_classes: int, config: Any):
         del num_classes
-        clip = (
-            float(config_value(config, "clip_min", 0.0)),
-            float(config_value(config, "clip_max", 1.0)),
-        )
-        gamma = float(config_value(config, "gamma", 0.1))
+        clip = clip_range(config)
+        method = domain
+        if method is not None and "gamma" in option_names(method):
+            method = with_options(method, gamma=float(config_value(config, "gamma", 0.1)))
 
         def loss_fn(params, x, y, hparams, rng):
             del rng
             fn = lambda z: apply_fn(params, z)  # noqa: E731
             s = LinfBall(x, hparams["eps"], clip=clip)
-            if domain == "ibp-reg":
+            if method is None:
                 logits = fn(x)
-                b = bound(fn, s, "ibp")
+                b = bound(fn, s)  # IBP
                 lower, upper = b.lower, b.upper
             else:
-                m = margins(fn, s, domain, gamma=gamma)
+                m = margins(fn, s, method)
                 logits, lower, upper = m.nominal, m.lower, m.upper
             natural = cross_entropy(logits, y)
             reg = range_regularizer(lower, upper, logits, y)
@@ -65,5 +68,18 @@ def make_regularized(domain: str):
     return maker
 
 
-for _name in (*MARGIN_METHODS, "ibp-reg"):
-    register(_name)(make_regularized(_name))
+class _MarginMethods:
+    """Every margin method (:data:`jaxcert.domains.margins.MARGIN_METHODS`) as ``CE +
+    lambda R`` with its range."""
+
+    norms = ("linf",)
+
+    def names(self) -> Iterable[str]:
+        return MARGIN_METHODS.keys()
+
+    def maker(self, name: str) -> MethodMaker:
+        return make_regularized(MARGIN_METHODS[name])
+
+
+register_family(_MarginMethods())
+register("ibp-reg")(make_regularized(None))

@@ -1,0 +1,327 @@
+"""Graph -> graph passes that turn a raw trace into the ops the domains bound.
+
+Each rewriting pass is a table ``{op: rule}`` applied by :func:`rewrite`; a rule gets
+the builder of the new graph, the old node and its operands (already rewritten) and
+returns the new value. In order (:data:`PASSES`):
+
+1. :func:`check_known`: every node is a registered op (:mod:`jaxcert.ops`) or something
+   a later pass rewrites; anything else raises
+   :class:`~jaxcert.errors.UnsupportedOperation` with the primitive and the user's line;
+2. :data:`RECOGNISE_CALLS`: ``jax.nn.relu``, ``jax.nn.leaky_relu`` and the monotone
+   ``jax.nn`` functions, recognised by name, become activation nodes;
+3. :data:`REWRITE_MAX_MIN`: ``max(x, c) = relu(x - c) + c``, ``min(x, c) = x - relu(x - c)``
+   and ``clamp`` (both), so they get proper linear relaxations;
+4. :data:`RECOGNISE_MONOTONE`: monotone primitives (``tanh``, ``exp``, ...) and
+   ``reduce_window_max``/``reduce_max`` become activation nodes;
+5. :func:`check_linear`: operands bounded only where the op is linear in them (``x * x``
+   is refused), results keep the batch axis and a float type, and matrix products and
+   convolutions are bound in full precision (TF32 can break soundness);
+6. :func:`name_activations`: ``relu_0``, ``relu_1``, ``tanh_0``, ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxcert import ops
+from jaxcert.errors import UnsupportedOperation
+from jaxcert.graph.ir import Graph, GraphBuilder, Node, Ref
+
+__all__ = [
+    "PASSES",
+    "RECOGNISED_CALLS",
+    "rewrite",
+    "check_known",
+    "check_linear",
+    "name_activations",
+    "RECOGNISE_CALLS",
+    "REWRITE_MAX_MIN",
+    "RECOGNISE_MONOTONE",
+]
+
+RewriteRule = Callable[[GraphBuilder, Node, tuple[Any, ...]], Ref]
+Pass = Callable[[Graph], Graph]
+
+_HIGHEST = (lax.Precision.HIGHEST, lax.Precision.HIGHEST)
+
+
+def rewrite(graph: Graph, rules: Mapping[str, RewriteRule]) -> Graph:
+    """``graph`` with each node whose op has a rule replaced by what the rule emits
+    (other nodes are copied), renumbered in topological order.
+
+    Example:
+      >>> from jaxcert.graph.trace import trace_raw
+      >>> g = trace_raw(lambda x: -x, (1, 2), jnp.float32, ())
+      >>> double = lambda b, node, args: b.emit_prim(lax.mul_p, [args[0], 2.0], None)
+      >>> [n.op for n in rewrite(g, {"neg": double}).nodes]
+      ['input', 'mul']
+    """
+    builder = GraphBuilder(graph.nodes[0])
+    refs: dict[int, Ref] = {0: Ref(0)}
+    for node in graph.nodes[1:]:
+        args = tuple(refs[a.index] if isinstance(a, Ref) else a for a in node.args)
+        rule = rules.get(node.op)
+        refs[node.index] = rule(builder, node, args) if rule else builder.copy(node, args)
+    return builder.graph(refs[graph.output])
+
+
+def _table_pass(rules: Mapping[str, RewriteRule]) -> Pass:
+    return lambda graph: rewrite(graph, rules)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _is_concrete(x: Any) -> bool:
+    try:
+        np.asarray(x)
+        return True
+    except Exception:  # an abstract tracer (ConcretizationTypeError and relatives)
+        return False
+
+
+def _is_zero(c: Any) -> bool:
+    return _is_concrete(c) and bool(np.all(np.asarray(c) == 0))
+
+
+def _relu(b: GraphBuilder, x: Ref, source_info: Any, slope: Any = 0.0) -> Ref:
+    node = b.node(x)
+    if _is_zero(slope):
+        return b.emit("relu", [x], node.shape, node.dtype, source_info)
+    params = {"slope": jnp.broadcast_to(jnp.asarray(slope, node.dtype), node.shape[1:])}
+    return b.emit("leaky_relu", [x], node.shape, node.dtype, source_info, params=params)
+
+
+def _max_const(b: GraphBuilder, x: Ref, c: Any, source_info: Any) -> Ref:
+    """``max(x, c) = relu(x - c) + c``."""
+    node = b.node(x)
+    c = jnp.broadcast_to(jnp.asarray(c, node.dtype), node.shape)
+    if _is_zero(c):
+        return _relu(b, x, source_info)
+    shifted = b.emit_prim(lax.sub_p, [x, c], source_info)
+    return b.emit_prim(lax.add_p, [_relu(b, shifted, source_info), c], source_info)
+
+
+def _min_const(b: GraphBuilder, x: Ref, c: Any, source_info: Any) -> Ref:
+    """``min(x, c) = x - relu(x - c)``."""
+    node = b.node(x)
+    c = jnp.broadcast_to(jnp.asarray(c, node.dtype), node.shape)
+    shifted = x if _is_zero(c) else b.emit_prim(lax.sub_p, [x, c], source_info)
+    return b.emit_prim(lax.sub_p, [x, _relu(b, shifted, source_info)], source_info)
+
+
+def _monotone(b: GraphBuilder, x: Ref, node: Node, function: str, fn: Any) -> Ref:
+    return b.emit(
+        "monotone",
+        [x],
+        node.shape,
+        node.dtype,
+        node.source_info,
+        params={"function": function},
+        fn=fn,
+    )
+
+
+# --------------------------------------------------------- 1. known operations
+
+
+def check_known(graph: Graph) -> Graph:
+    """Raises :class:`UnsupportedOperation` at the first node no pass or domain knows."""
+    for node in graph.nodes[1:]:
+        op = ops.OPS.get(node.op)
+        if node.op not in _REWRITTEN and (op is None or op.kind == "monotone"):
+            raise UnsupportedOperation(
+                node.op,
+                node.source,
+                "no bound rule for this primitive with a bounded (input-dependent) operand",
+            )
+    return graph
+
+
+# ------------------------------------------------------- 2. named jax.nn calls
+
+
+def _relu_call(b: GraphBuilder, node: Node, args: tuple[Any, ...]) -> Ref:
+    return _relu(b, args[0], node.source_info)
+
+
+def _leaky_relu_call(b: GraphBuilder, node: Node, args: tuple[Any, ...]) -> Ref:
+    assert node.fn is not None
+    slope = -node.fn(-jnp.ones(node.shape, node.dtype))[0]
+    if _is_concrete(slope) and not np.all((np.asarray(slope) >= 0) & (np.asarray(slope) <= 1)):
+        raise UnsupportedOperation(
+            "leaky_relu",
+            node.source,
+            "negative_slope must lie in [0, 1] (the function is then convex)",
+        )
+    return _relu(b, args[0], node.source_info, slope)
+
+
+def _monotone_call(b: GraphBuilder, node: Node, args: tuple[Any, ...]) -> Ref:
+    name = node.params["name"]
+    return _monotone(b, args[0], node, name, node.fn)
+
+
+_CALL_RULES: dict[str, RewriteRule] = {
+    "relu": _relu_call,
+    "leaky_relu": _leaky_relu_call,
+    **{op.name: _monotone_call for op in ops.OPS.values() if op.kind == "monotone" and op.call},
+}
+RECOGNISED_CALLS = frozenset(_CALL_RULES)
+
+
+def _call(b: GraphBuilder, node: Node, args: tuple[Any, ...]) -> Ref:
+    return _CALL_RULES[node.params["name"]](b, node, args)
+
+
+RECOGNISE_CALLS: dict[str, RewriteRule] = {"call": _call}
+
+
+# ------------------------------------------------------ 3. max / min / clamp
+
+
+def _bounded_and_constant(node: Node, args: tuple[Any, ...]) -> tuple[Ref, Any]:
+    bounded = node.bounded
+    if len(bounded) == 2:
+        raise UnsupportedOperation(
+            node.op, node.source, f"{node.op} of two bounded values has no rule"
+        )
+    return args[bounded[0]], args[1 - bounded[0]]
+
+
+def _max(b: GraphBuilder, node: Node, args: tuple[Any, ...]) -> Ref:
+    x, c = _bounded_and_constant(node, args)
+    return _max_const(b, x, c, node.source_info)
+
+
+def _min(b: GraphBuilder, node: Node, args: tuple[Any, ...]) -> Ref:
+    x, c = _bounded_and_constant(node, args)
+    return _min_const(b, x, c, node.source_info)
+
+
+def _clamp(b: GraphBuilder, node: Node, args: tuple[Any, ...]) -> Ref:
+    lo, x, hi = args
+    if node.bounded != (1,):
+        raise UnsupportedOperation(node.op, node.source, "clamp limits must be constants")
+    src = node.source_info
+    return _min_const(b, _max_const(b, x, lo, src), hi, src)
+
+
+REWRITE_MAX_MIN: dict[str, RewriteRule] = {"max": _max, "min": _min, "clamp": _clamp}
+
+
+# ------------------------------------------------ 4. monotone primitives, max
+
+
+def _monotone_primitive(b: GraphBuilder, node: Node, args: tuple[Any, ...]) -> Ref:
+    prim, params = node.primitive, node.params
+
+    def fn(z: Any, prim: Any = prim, params: dict[str, Any] = params) -> Any:
+        return prim.bind(z, **params)
+
+    return _monotone(b, args[0], node, node.op, fn)
+
+
+def _max_reduction(op: str) -> RewriteRule:
+    def rule(b: GraphBuilder, node: Node, args: tuple[Any, ...]) -> Ref:
+        if node.bounded != (0,) or len(args) != 1:
+            raise UnsupportedOperation(node.op, node.source, "expected one bounded operand")
+        return b.copy(node, args, op=op)
+
+    return rule
+
+
+RECOGNISE_MONOTONE: dict[str, RewriteRule] = {
+    **{
+        op.name: _monotone_primitive
+        for op in ops.OPS.values()
+        if op.kind == "monotone" and not op.call
+    },
+    "reduce_window_max": _max_reduction("max_pool"),
+    "reduce_max": _max_reduction("reduce_max"),
+}
+
+
+# --------------------------------------------------------- 5. linear checks
+
+
+def _operands_error(node: Node, op: ops.Op) -> str | None:
+    """Why ``node``'s bounded operands break the op's linearity, or None."""
+    bounded = node.bounded
+    if op.operands == "any":
+        return None
+    if op.operands == "one":
+        if len(bounded) > 1:
+            return (
+                "product of two bounded values (both operands depend on the input); "
+                "only products with constants are linear"
+            )
+        return None
+    if op.operands == "cases":
+        return "the selector depends on the input (a comparison)" if 0 in bounded else None
+    bad = [i for i in bounded if i not in op.operands]
+    if bad:
+        return f"operand {bad[0]} depends on the input, where only a constant is linear"
+    return None
+
+
+def _full_precision(node: Node) -> dict[str, Any]:
+    if "precision" in node.params and node.params["precision"] is None:
+        return {**node.params, "precision": _HIGHEST}
+    return node.params
+
+
+def check_linear(graph: Graph) -> Graph:
+    """Checks every node's operands, batch axis and dtype; forces full precision."""
+    batch = graph.nodes[0].shape[0]
+    builder = GraphBuilder(graph.nodes[0])
+    for node in graph.nodes[1:]:
+        op = ops.OPS[node.op]
+        if op.kind in ops.LINEAR_KINDS:
+            reason = _operands_error(node, op)
+            if reason is not None:
+                raise UnsupportedOperation(node.op, node.source, reason)
+            if not jnp.issubdtype(node.dtype, jnp.floating):
+                raise UnsupportedOperation(
+                    node.op, node.source, "conversion of a bounded value to a non-float type"
+                )
+        if not node.shape or node.shape[0] != batch:
+            raise UnsupportedOperation(
+                node.op,
+                node.source,
+                f"its bounded result has shape {node.shape}, without the leading batch axis "
+                f"of size {batch}; jaxcert bounds functions that treat examples independently",
+            )
+        builder.copy(node, node.args, params=_full_precision(node))
+    return builder.graph(Ref(graph.output))
+
+
+# --------------------------------------------------------------- 6. names
+
+
+def name_activations(graph: Graph) -> Graph:
+    """Names activation nodes ``<kind>_<k>`` in order (monotone ones by their function)."""
+    counts: dict[str, int] = {}
+    for node in graph.activations:
+        hint = node.params.get("function", node.op)
+        node.name = f"{hint}_{counts.get(hint, 0)}"
+        counts[hint] = counts.get(hint, 0) + 1
+    return graph
+
+
+# Ops that exist only until one of the passes above rewrites them.
+_REWRITTEN = frozenset({*RECOGNISE_CALLS, *REWRITE_MAX_MIN, *RECOGNISE_MONOTONE})
+
+PASSES: tuple[Pass, ...] = (
+    check_known,
+    _table_pass(RECOGNISE_CALLS),
+    _table_pass(REWRITE_MAX_MIN),
+    _table_pass(RECOGNISE_MONOTONE),
+    check_linear,
+    name_activations,
+)

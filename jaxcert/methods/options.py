@@ -1,0 +1,30 @@
+"""Reading a training method's options from its config section."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["config_value", "clip_range"]
+
+
+def config_value(config: Any, key: str, default: Any) -> Any:
+    """``config[key]`` when the method's config section has it, else ``default``.
+
+    Example:
+      >>> config_value({"pgd_steps": 3}, "pgd_steps", 7), config_value(None, "pgd_steps", 7)
+      (3, 7)
+    """
+    return config.get(key, default) if hasattr(config, "get") else default
+
+
+def clip_range(config: Any) -> tuple[float, float]:
+    """The valid input range ``(clip_min, clip_max)`` (default ``(0, 1)``: pixels).
+
+    Example:
+      >>> clip_range({"clip_max": 255.0})
+      (0.0, 255.0)
+    """
+    return (
+        float(config_value(config, "clip_min", 0.0)),
+        float(config_value(config, "clip_max", 1.0)),
+    )

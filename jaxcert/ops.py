@@ -1,0 +1,258 @@
+"""The op registry: every operation the engine bounds, declared once.
+
+Each entry says what the abstract domains need to know about an operation, so that a
+domain's rule table is *derived* from these properties (as JAX derives its transpose
+tables from ``ad.deflinear``) and adding an operation is one entry here plus the rules
+that differ:
+
+* ``kind``: ``"weighted"`` (linear in the bounded operand, the constant operand is a
+  weight: ``dot_general``, ``conv_general_dilated``, ``mul``, ``div``), ``"sum"`` (the
+  bounded operands are added: ``add``, ``sub``, ``neg``), ``"structural"`` (entries are
+  moved, copied or summed with coefficient 1: reshapes, slices, pads, reductions),
+  ``"activation"`` (a non-linear node the engine relaxes: ``relu``, ``max_pool``, ...)
+  or ``"monotone"`` (an elementwise non-decreasing function that the recognition pass
+  turns into a ``"monotone"`` activation node; never a node itself);
+* ``operands``: which operands may be bounded: ``"any"``, ``"one"`` (exactly one, the
+  others constant), ``"cases"`` (any but the first, a selector), or a tuple of positions;
+* ``offset``: constant operands can add an offset (the op is affine, not linear);
+* ``monotone``: elementwise (or window-wise) non-decreasing: interval endpoints map to
+  endpoints;
+* ``lipschitz``: the L2 Lipschitz constant the BCP domain uses: ``"spectral"`` (from the
+  weight: power iteration or a certified spectral norm), ``"moves"`` (entries are only
+  moved, dropped or sign-flipped: 1), ``"holder"`` (``sqrt(||A||_1 ||A||_inf)``), a number,
+  a function of the node (``max_pool``), or None (no constant known);
+* ``disjoint``: several bounded operands fill disjoint parts of the output
+  (``concatenate``): their ball radii add in quadrature, not linearly;
+* ``impl``: how to evaluate a synthetic op (one that is not a JAX primitive);
+* ``call``: for ``"monotone"`` entries, recognised as a ``jax.nn`` function by the name
+  of its jit (``softplus``) rather than as a primitive (``tanh``).
+
+Example:
+  >>> OPS["conv_general_dilated"].kind, OPS["add"].offset, OPS["relu"].monotone
+  ('weighted', True, True)
+  >>> sorted(op.name for op in graph_ops() if op.kind == "activation")
+  ['leaky_relu', 'max_pool', 'monotone', 'reduce_max', 'relu']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+
+from jaxcert.errors import UnsupportedOperation
+
+Array = jax.Array
+Kind = Literal["weighted", "sum", "structural", "activation", "monotone"]
+Operands = Literal["any", "one", "cases"] | tuple[int, ...]
+LipschitzRule = Literal["spectral", "moves", "holder"] | float | Callable[[Any], float] | None
+
+__all__ = [
+    "Op",
+    "OPS",
+    "LINEAR_KINDS",
+    "Unsupported",
+    "graph_ops",
+    "is_linear",
+    "rule_table",
+    "deflinear",
+    "defactivation",
+    "defmonotone",
+]
+
+LINEAR_KINDS = frozenset({"weighted", "sum", "structural"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Op:
+    """What the engine knows about one operation (see the module docstring)."""
+
+    name: str
+    kind: Kind
+    operands: Operands = (0,)
+    offset: bool = False
+    monotone: bool = False
+    lipschitz: LipschitzRule = "holder"
+    disjoint: bool = False
+    impl: Callable[..., Array] | None = None
+    call: bool = False
+
+
+OPS: dict[str, Op] = {}
+
+
+def _register(op: Op) -> Op:
+    if op.name in OPS:
+        raise ValueError(f"op {op.name!r} is already registered")
+    OPS[op.name] = op
+    return op
+
+
+def deflinear(
+    name: str,
+    kind: Kind,
+    operands: Operands = (0,),
+    *,
+    offset: bool = False,
+    lipschitz: LipschitzRule = "holder",
+    disjoint: bool = False,
+) -> Op:
+    """Registers a linear (or affine) JAX primitive."""
+    if kind not in LINEAR_KINDS:
+        raise ValueError(f"a linear op's kind is one of {sorted(LINEAR_KINDS)}, got {kind!r}")
+    monotone = kind == "structural"  # non-negative coefficients: endpoints map to endpoints
+    return _register(Op(name, kind, operands, offset, monotone, lipschitz, disjoint, impl=None))
+
+
+def defactivation(
+    name: str,
+    impl: Callable[..., Array] | None,
+    *,
+    lipschitz: LipschitzRule,
+    monotone: bool = True,
+) -> Op:
+    """Registers a non-linear graph node; ``impl(node, *operands)`` evaluates a synthetic
+    one (None: the node keeps the JAX primitive it was traced from)."""
+    return _register(Op(name, "activation", (0,), False, monotone, lipschitz, False, impl))
+
+
+def defmonotone(name: str, *, lipschitz: float | None = None, call: bool = False) -> Op:
+    """Registers an elementwise non-decreasing function with its global Lipschitz
+    constant, if it has one: a primitive such as ``tanh``, or (``call=True``) a ``jax.nn``
+    function such as ``softplus``, recognised by the name of its jit."""
+    return _register(Op(name, "monotone", (0,), False, True, lipschitz, False, None, call))
+
+
+def graph_ops() -> Iterator[Op]:
+    """The ops that appear as nodes of a traced graph: linear ops and activations."""
+    return (op for op in OPS.values() if op.kind != "monotone")
+
+
+def is_linear(name: str) -> bool:
+    """Whether ``name`` is a registered linear (affine) op."""
+    op = OPS.get(name)
+    return op is not None and op.kind in LINEAR_KINDS
+
+
+@dataclasses.dataclass(frozen=True)
+class Unsupported:
+    """A rule-table entry saying why a domain has no rule for an op; calling it raises
+    :class:`~jaxcert.errors.UnsupportedOperation` naming the node's source line."""
+
+    domain: str
+    reason: str
+
+    def __call__(self, node: Any, *args: Any, **kwargs: Any) -> Any:
+        raise UnsupportedOperation(node.op, node.source, f"{self.domain}: {self.reason}")
+
+
+def rule_table(
+    domain: str,
+    by_kind: Mapping[str, Any],
+    overrides: Mapping[str, Any] | None = None,
+    unsupported: Mapping[str, str] | None = None,
+    default_reason: str = "no rule for this operation",
+) -> dict[str, Any]:
+    """A domain's rule table over every graph op: ``overrides[name]``, else
+    ``by_kind[op.kind]`` (``"monotone"`` there stands for the non-decreasing activations
+    without an override), else an :class:`Unsupported` entry with ``unsupported[name]``
+    or ``default_reason``.
+
+    Example:
+      >>> table = rule_table("demo", {"sum": "add-rule"}, overrides={"relu": "relu-rule"})
+      >>> table["sub"], table["relu"], type(table["dot_general"]).__name__
+      ('add-rule', 'relu-rule', 'Unsupported')
+    """
+    overrides, unsupported = dict(overrides or {}), dict(unsupported or {})
+    unknown = (set(overrides) | set(unsupported)) - set(OPS)
+    if unknown:
+        raise ValueError(f"{domain}: rules for unregistered ops {sorted(unknown)}")
+    table: dict[str, Any] = {}
+    for op in graph_ops():
+        rule = overrides.get(op.name)
+        if rule is None and op.name not in unsupported:
+            rule = by_kind.get(op.kind)
+            if rule is None and op.kind == "activation" and op.monotone:
+                rule = by_kind.get("monotone")
+        table[op.name] = (
+            rule
+            if rule is not None
+            else Unsupported(domain, unsupported.get(op.name, default_reason))
+        )
+    return table
+
+
+# ----------------------------------------------------------------------- linear ops
+
+# Weighted: the constant operand is a weight (interval radii go through |weight|).
+deflinear("dot_general", "weighted", "one", lipschitz="spectral")
+deflinear("conv_general_dilated", "weighted", "one", lipschitz="spectral")
+deflinear("mul", "weighted", "one")
+deflinear("div", "weighted", (0,))
+# Sums: several operands may be bounded (residual connections).
+deflinear("add", "sum", "any", offset=True)
+deflinear("add_any", "sum", "any", offset=True)
+deflinear("sub", "sum", "any", offset=True)
+deflinear("neg", "sum", (0,), lipschitz="moves")
+# Structural maps with non-negative coefficients.
+deflinear("concatenate", "structural", "any", offset=True, disjoint=True)
+deflinear("stack", "structural", "any", disjoint=True)
+deflinear("split", "structural")
+deflinear("select_n", "structural", "cases", offset=True)
+deflinear("pad", "structural", offset=True, lipschitz="moves")
+deflinear("dynamic_update_slice", "structural", (0, 1), offset=True)
+for _name in ("reshape", "transpose", "squeeze", "expand_dims", "rev", "slice", "dynamic_slice"):
+    deflinear(_name, "structural", lipschitz="moves")
+for _name in ("copy", "copy_p", "convert_element_type", "sharding_constraint"):
+    deflinear(_name, "structural", lipschitz="moves")
+deflinear("optimization_barrier", "structural", lipschitz="moves")
+for _name in ("broadcast_in_dim", "reduce_sum", "reduce_window_sum", "cumsum", "gather"):
+    deflinear(_name, "structural")
+
+
+# ---------------------------------------------------------------------- activations
+
+
+def _max_pool_lipschitz(node: Any) -> float:
+    # An input lies in at most prod(ceil(window / stride)) windows.
+    dims, strides = node.params["window_dimensions"], node.params["window_strides"]
+    return math.sqrt(math.prod(-(-d // s) for d, s in zip(dims, strides, strict=True)))
+
+
+def _monotone_lipschitz(node: Any) -> float | None:
+    rule = OPS[node.params["function"]].lipschitz
+    return rule if isinstance(rule, float) else None
+
+
+defactivation("relu", lambda node, z: jax.nn.relu(z), lipschitz=1.0)
+defactivation("leaky_relu", lambda node, z: jnp.maximum(z, node.params["slope"] * z), lipschitz=1.0)
+defactivation("monotone", lambda node, z: node.fn(z), lipschitz=_monotone_lipschitz)
+defactivation("max_pool", None, lipschitz=_max_pool_lipschitz)
+defactivation("reduce_max", None, lipschitz=1.0)
+
+
+# ------------------------------------------------------------ monotone functions
+
+# Primitives, with their global Lipschitz constants where they have one.
+defmonotone("logistic", lipschitz=0.25)
+defmonotone("tanh", lipschitz=1.0)
+defmonotone("erf", lipschitz=2 / math.sqrt(math.pi))
+defmonotone("atan", lipschitz=1.0)
+defmonotone("asinh", lipschitz=1.0)
+for _name in ("exp", "expm1", "log", "log1p", "sqrt", "cbrt", "sinh"):
+    defmonotone(_name)
+# ``jax.nn`` functions, recognised by the name of their jit. (relu6 and hard_sigmoid are
+# left to inline: they lower to max/min with constants, which become ReLUs with proper
+# linear relaxations.) elu, celu and selu's constants depend on their alpha and scale.
+defmonotone("sigmoid", lipschitz=0.25, call=True)
+defmonotone("softplus", lipschitz=1.0, call=True)
+defmonotone("log_sigmoid", lipschitz=1.0, call=True)
+defmonotone("soft_sign", lipschitz=1.0, call=True)
+defmonotone("hard_tanh", lipschitz=1.0, call=True)
+defmonotone("squareplus", lipschitz=1.0, call=True)
+for _name in ("elu", "celu", "selu"):
+    defmonotone(_name, call=True)
