@@ -47,7 +47,7 @@ _STEP_KEYS = 2**30
 _CLEAN_KEY = 2**31 - 1
 
 # (x_adv, key) -> (per-example loss, logits); the key is ignored by deterministic fns.
-_Evaluate = Callable[[Array, Array], tuple[Array, Array]]
+_Evaluate = Callable[[Array, Array | None], tuple[Array, Array]]
 
 
 # --------------------------------------------------------------------------- losses
@@ -225,8 +225,7 @@ def _run_pgd(
     derived (each PRNG call site adds to the compile time).
     """
     alpha = 2.5 * eps / steps if step_size is None else _per_example("step_size", step_size, x)
-    if key is None:
-        key = jax.random.PRNGKey(0)
+    base_key = jax.random.PRNGKey(0) if key is None else key
 
     # The attack is not differentiated through (Danskin: x_adv is a constant of the
     # outer loss), so no tangents flow into the loops when a training step takes the
@@ -238,12 +237,16 @@ def _run_pgd(
         return x_adv, loss, _misclassified(logits, y)
 
     def restart(r: int | Array, best):
-        x_adv = _random_start(jax.random.fold_in(key, r), x, eps, norm, clip) if random_start else x
+        x_adv = (
+            _random_start(jax.random.fold_in(base_key, r), x, eps, norm, clip)
+            if random_start
+            else x
+        )
         # EOT samples: keys of their own, never the start's key reused.
-        k_steps = jax.random.fold_in(key, _STEP_KEYS + r) if keyed else None
+        k_steps = jax.random.fold_in(base_key, _STEP_KEYS + r) if keyed else None
 
         def step_key(i: int | Array) -> Array | None:
-            return jax.random.fold_in(k_steps, i) if keyed else None
+            return jax.random.fold_in(k_steps, i) if k_steps is not None else None
 
         def step(i: int | Array, carry):
             x_adv, best = carry
@@ -255,7 +258,7 @@ def _run_pgd(
         x_adv, best = jax.lax.fori_loop(0, steps, step, (x_adv, best))
         return _keep_better(candidate(x_adv, step_key(steps)), best)
 
-    clean_key = jax.random.fold_in(key, _CLEAN_KEY) if keyed else None
+    clean_key = jax.random.fold_in(base_key, _CLEAN_KEY) if keyed else None
     best = jax.lax.fori_loop(0, restarts, restart, candidate(x, clean_key))
     return best[0]
 

@@ -214,7 +214,7 @@ def write_report(report: dict[str, Any], workdir: str | Path) -> dict[str, Path]
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for name in (k for k in curve if k != "eps"):
-        style = {"linewidth": 2.5, "color": "black"} if name == "best" else {}
+        style: dict[str, Any] = {"linewidth": 2.5, "color": "black"} if name == "best" else {}
         ax.plot(curve["eps"], [100 * v for v in curve[name]], marker="o", label=name, **style)
     ax.set_xlabel(f"eps ({report.get('norm', 'linf')})")
     ax.set_ylabel("certified accuracy (%)")
@@ -262,12 +262,15 @@ def certify(config: Any, workdir: str | Path) -> dict[str, Any]:
         return_masks=True,
     )
     x = x.astype(np.float32) / 255.0
-    report, masks = evaluate(apply_fn, params, x, y, ds.num_classes, **kwargs)
+    result = evaluate(apply_fn, params, x, y, ds.num_classes, **kwargs)
+    assert isinstance(result, tuple)  # return_masks=True
+    report, masks = result
     if c.union_workdir:
         # The other model: same architecture and data, trained by another method.
         _, other_params, _ = restore_params(config, c.union_workdir)
-        _, other_masks = evaluate(exp.apply_fn, other_params, x, y, ds.num_classes, **kwargs)
-        report = union_report(report, masks, other_masks, str(c.union_workdir))
+        other = evaluate(exp.apply_fn, other_params, x, y, ds.num_classes, **kwargs)
+        assert isinstance(other, tuple)
+        report = union_report(report, masks, other[1], str(c.union_workdir))
     report["checkpoint_step"] = step
     if config.certify.ensemble_workdirs:
         report["ensemble_of"] = [str(workdir), *map(str, config.certify.ensemble_workdirs)]

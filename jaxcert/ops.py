@@ -49,7 +49,9 @@ from jaxcert.errors import UnsupportedOperation
 Array = jax.Array
 Kind = Literal["weighted", "sum", "structural", "activation", "monotone"]
 Operands = Literal["any", "one", "cases"] | tuple[int, ...]
-LipschitzRule = Literal["spectral", "moves", "holder"] | float | Callable[[Any], float] | None
+LipschitzRule = (
+    Literal["spectral", "moves", "holder"] | float | Callable[[Any], float | None] | None
+)
 
 __all__ = [
     "Op",

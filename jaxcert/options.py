@@ -59,7 +59,7 @@ class Registry(Generic[T]):
       CrownIBP(relaxation='fastlin', slopes=None, chunk_size=8)
     """
 
-    def __init__(self, what: str, kind: type[T]):
+    def __init__(self, what: str, kind: type):
         self.what, self.kind = what, kind
         self._defaults: dict[str, T] = {}
         self.defaults: Mapping[str, T] = types.MappingProxyType(self._defaults)

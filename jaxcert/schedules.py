@@ -435,9 +435,10 @@ def make_learning_rate(
         epoch = count // steps_per_epoch
         lr = jnp.float32(base)
         if decay == "step" and decay_epochs:
-            n = sum((epoch >= d).astype(jnp.int32) for d in decay_epochs)
+            n = sum(((epoch >= d).astype(jnp.int32) for d in decay_epochs), jnp.int32(0))
             lr = lr * jnp.power(jnp.float32(decay_factor), n.astype(jnp.float32))
         elif decay == "halve":
+            assert halve_every is not None  # checked above
             n = jnp.maximum(epoch - halve_after, 0) // halve_every
             lr = lr * jnp.power(jnp.float32(0.5), n.astype(jnp.float32))
         if warmup_steps:

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.typing import ArrayLike
 
 from jaxcert.patch_rows import PatchRows
 
@@ -102,11 +103,11 @@ def _box_concretize_patches(
     return center - deviation, center + deviation
 
 
-def _poison(valid: Array | bool, *xs: Array) -> tuple[Array, ...]:
-    """Replaces ``xs`` by NaN where ``valid`` is False (only matters under a trace)."""
+def _poison(valid: Array | bool, lower: Array, upper: Array) -> tuple[Array, Array]:
+    """The box, or NaN where ``valid`` is False (only matters under a trace)."""
     if valid is True:
-        return xs
-    return tuple(jnp.where(valid, x, jnp.nan) for x in xs)
+        return lower, upper
+    return jnp.where(valid, lower, jnp.nan), jnp.where(valid, upper, jnp.nan)
 
 
 class InputSet(abc.ABC):
@@ -301,7 +302,7 @@ class LinfBall(InputSet):
     """
 
     center: Array
-    eps: Array
+    eps: ArrayLike
     clip: tuple[Any, Any] | None = None
 
     def __post_init__(self) -> None:
@@ -374,7 +375,7 @@ class LinfBall(InputSet):
         return _box_concretize_patches(rows, bias, *self.bounding_box())
 
 
-def _batch_eps(eps: Array, batch: int, dtype: Any) -> Array:
+def _batch_eps(eps: ArrayLike, batch: int, dtype: Any) -> Array:
     """An L2/L1 radius as ``(batch, 1)`` from a scalar or ``(batch,)``."""
     eps = jnp.asarray(eps, dtype=dtype)
     return jnp.broadcast_to(eps.reshape(-1), (batch,))[:, None] if eps.ndim else eps
@@ -385,7 +386,7 @@ class _NormBall(InputSet):
     """Shared parts of the L2 and L1 balls (radius ``eps``: scalar or ``(batch,)``)."""
 
     center: Array
-    eps: Array
+    eps: ArrayLike
     clip: tuple[Any, Any] | None = None
 
     def __post_init__(self) -> None:

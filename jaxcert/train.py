@@ -19,7 +19,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import flax.struct
 import jax
@@ -95,8 +95,8 @@ def build_model(
     def apply_fn(params: Any, x: Array) -> Array:
         # Batch-norm models are evaluated with {"params": ..., "batch_stats": ...}.
         if isinstance(params, dict) and set(params) == {"params", "batch_stats"}:
-            return model.apply(params, x)
-        return model.apply({"params": params}, x)
+            return cast(Array, model.apply(params, x))
+        return cast(Array, model.apply({"params": params}, x))
 
     return model, apply_fn
 
@@ -279,7 +279,8 @@ def make_train_step(exp: Experiment, augment: bool) -> Callable[..., tuple[Train
         updates, opt_state = exp.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {**metrics, **hparams, "lr": exp.learning_rate(state.step)}
-        new_state = state.replace(
+        new_state = dataclasses.replace(
+            state,
             step=state.step + 1,
             params=params,
             opt_state=opt_state,
@@ -346,7 +347,7 @@ def validation_means(
 ) -> dict[str, float]:
     """The method's metrics averaged over the validation split (full batches)."""
     ds = exp.dataset
-    if ds.x_val is None or len(ds.x_val) == 0:
+    if ds.x_val is None or ds.y_val is None or len(ds.x_val) == 0:
         raise ValueError("no validation split: set data.validation_size > 0")
     hparams = {**hparams, "batch_stats": batch_stats if batch_stats is not None else {}}
     metrics_fn = _metrics_fn(exp.loss_fn)

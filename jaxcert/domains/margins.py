@@ -114,7 +114,7 @@ class SingleProp(MarginMethod):
       0.075
     """
 
-    relaxation: str = "zero"  # type: ignore[assignment]
+    relaxation: str = "zero"
 
 
 @dataclasses.dataclass(frozen=True)

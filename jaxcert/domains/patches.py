@@ -68,7 +68,8 @@ def _kernel_size(node: Node) -> tuple[int, int]:
     rhs_spec = node.params["dimension_numbers"].rhs_spec
     w_shape = jnp.shape(node.args[1])
     dilation = node.params.get("rhs_dilation") or (1, 1)
-    return tuple((w_shape[rhs_spec[2 + a]] - 1) * dilation[a] + 1 for a in range(2))  # type: ignore[return-value]
+    size = [(w_shape[rhs_spec[2 + a]] - 1) * dilation[a] + 1 for a in range(2)]
+    return size[0], size[1]
 
 
 def _is_patch_conv(node: Node) -> bool:
@@ -126,7 +127,7 @@ def windows_along(chain: Sequence[Node]) -> list[Window]:
     window = Window((1, 1), (1, 1), (0, 0))
     out = []
     for node in chain:
-        window = RULES[node.op].grow(node, window)
+        window = _patch_rule(node).grow(node, window)
         out.append(window)
     return out
 
@@ -272,6 +273,13 @@ RULES: dict[str, PatchRule | ops.Unsupported] = ops.rule_table(
 )
 
 
+def _patch_rule(node: Node) -> PatchRule:
+    """The patch rule of a node of a chain (:func:`conv_chain` admits only those)."""
+    rule = RULES[node.op]
+    assert isinstance(rule, PatchRule)
+    return rule
+
+
 def lower_bounds(
     ctx: Context,
     input_set: InputSet,
@@ -288,9 +296,7 @@ def lower_bounds(
         in_shape = graph.nodes[node.inputs[0]].shape
         pi = _positions(rows_i, window, 0)
         pj = _positions(rows_j, window, 1)
-        rule = RULES[node.op]
-        assert isinstance(rule, PatchRule)  # conv_chain admits only these
-        A, step_bias = rule.step(node, A, ctx, in_shape, window, pi, pj)
+        A, step_bias = _patch_rule(node).step(node, A, ctx, in_shape, window, pi, pj)
         if step_bias is not None:
             bias = bias + step_bias
     # pi, pj now hold the windows on the input (the last chain node reads it).

@@ -37,6 +37,7 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
 from jaxcert.bound_methods import (
@@ -57,6 +58,8 @@ from jaxcert.methods.registry import MethodMaker, register, register_family
 from jaxcert.sets import LinfBall
 from jaxcert.specs import margin_spec
 from jaxcert.tightness import tightness
+
+Array = jax.Array
 
 
 def _configured(method: Method, config: Any) -> Method:
@@ -104,9 +107,9 @@ def make_certified(bound_method: Method, tight: bool = False) -> MethodMaker:
             net = TracedNetwork(fn, s)
             m_ibp = margins(net, spec, IBP(), rng)
             extra = {}
+            penalty: Array | float = 0.0
             if ibp_only or hparams.get("use_linear", True) is False:
                 m = m_ibp
-                penalty = 0.0
             elif tight:
                 t = tightness(fn, s, spec, method, network=net)
                 beta = hparams["beta"]
@@ -119,7 +122,6 @@ def make_certified(bound_method: Method, tight: bool = False) -> MethodMaker:
             else:
                 beta = hparams["beta"]
                 m = (1 - beta) * m_ibp + beta * margins(net, spec, method, rng)
-                penalty = 0.0
             robust = robust_cross_entropy(m, y, num_classes)
             loss, metrics = mixed_objective(fn(x), y, robust, kappa, verified(m), penalty)
             return loss, {**extra, **metrics}
@@ -140,7 +142,7 @@ class _BoundMethods:
     """Every registered bound method (:data:`jaxcert.METHODS`) trains with the mixed
     objective; registered later ones too."""
 
-    norms = ("linf",)
+    norms: tuple[str, ...] = ("linf",)
 
     def names(self) -> Iterable[str]:
         return METHODS.keys()

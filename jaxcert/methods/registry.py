@@ -125,5 +125,5 @@ def make_loss(name: str, apply_fn: Callable[..., Array], num_classes: int, confi
         init = getattr(loss_fn, "init_method_state", None)
         loss_fn = with_penalties(loss_fn, apply_fn, config, rs_weight, l1_weight)
         if init is not None:
-            loss_fn.init_method_state = init  # type: ignore[attr-defined]
+            loss_fn.init_method_state = init
     return loss_fn

@@ -72,7 +72,7 @@ class _MarginMethods:
     """Every margin method (:data:`jaxcert.domains.margins.MARGIN_METHODS`) as ``CE +
     lambda R`` with its range."""
 
-    norms = ("linf",)
+    norms: tuple[str, ...] = ("linf",)
 
     def names(self) -> Iterable[str]:
         return MARGIN_METHODS.keys()
