@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxcert.bound_methods import Method, get_method
+from jaxcert.bound_methods import IBP, Method, get_method
 from jaxcert.domains import interval
 from jaxcert.domains.backward import Interval, slope_chooser
 from jaxcert.domains.intermediate import crown_intervals
@@ -51,7 +51,7 @@ class Bounds:
 def bound(
     fn: Callable[[Array], Array],
     input_set: InputSet,
-    method: str | Method = "ibp",
+    method: str | Method = IBP(),
     spec: Array | None = None,
     *,
     bound_upper: bool = True,
@@ -177,7 +177,7 @@ class TracedNetwork:
 
     def bound(
         self,
-        method: str | Method = "ibp",
+        method: str | Method = IBP(),
         spec: Array | None = None,
         *,
         bound_upper: bool = True,

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxcert.bound_methods import Method
+from jaxcert.bound_methods import Crown, Method
 from jaxcert.bounds import TracedNetwork
 from jaxcert.domains import margins as margins_lib
 from jaxcert.graph import evaluate
@@ -27,7 +27,7 @@ __all__ = ["approximation_error"]
 def approximation_error(
     fn: Callable[[Array], Array],
     input_set: InputSet,
-    reference: str | Method = "fastlin",
+    reference: str | Method = Crown(relaxation="fastlin"),
     margin_method: str | margins_lib.MarginMethod = "singleprop-fastlin",
 ) -> dict[str, Array]:
     """SingleProp's approximation-error metrics for ``fn`` on ``input_set``.

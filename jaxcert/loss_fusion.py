@@ -27,7 +27,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxcert.bound_methods import METHODS, LinearMethod, Method, get_method
+from jaxcert.bound_methods import IBP, METHODS, CrownIBP, LinearMethod, Method, get_method
 from jaxcert.bounds import TracedNetwork
 from jaxcert.sets import InputSet
 from jaxcert.specs import margin_spec
@@ -76,7 +76,7 @@ def fused_cross_entropy_bound(
     input_set: InputSet,
     y: Array,
     num_classes: int,
-    method: str | Method = "crown-ibp",
+    method: str | Method = CrownIBP(),
     beta: float | Array = 1.0,
 ) -> FusedLossBound:
     """Upper bound of ``CE(fn(x'), y)`` over every ``x'`` in ``input_set``, fused.
@@ -111,7 +111,7 @@ def fused_cross_entropy_bound(
         )
     spec = margin_spec(y, num_classes)
     net = TracedNetwork(fn, input_set)  # the row's bound reuses these IBP intervals
-    margins = net.bound("ibp", spec=spec, bound_upper=True)
+    margins = net.bound(IBP(), spec=spec, bound_upper=True)
     # d_j = -(z_y - z_j) lies in [-upper margin, -lower margin]; shift by M = max_j b_j
     # (and d_y = 0), a constant that cancels in M + log(S e^-M).
     shift = jax.lax.stop_gradient(jnp.maximum(jnp.max(-margins.lower, axis=-1), 0.0))

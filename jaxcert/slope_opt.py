@@ -22,9 +22,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxcert.domains.backward import Context, Interval, relu_nodes, slope_chooser
+from jaxcert.domains.backward import Context, Interval, slope_chooser
 from jaxcert.domains.intermediate import crown_intervals
-from jaxcert.domains.linear import lower_bound
+from jaxcert.domains.linear import lower_bound, relu_nodes
 from jaxcert.graph import Graph
 from jaxcert.sets import InputSet
 

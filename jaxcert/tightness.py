@@ -30,10 +30,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxcert.bound_methods import METHODS, LinearMethod, Method, get_method
+from jaxcert.bound_methods import METHODS, CrownIBP, LinearMethod, Method, get_method
 from jaxcert.bounds import TracedNetwork
 from jaxcert.domains import linear
-from jaxcert.domains.backward import relu_nodes
 from jaxcert.graph import evaluate
 from jaxcert.relaxations import relu_relaxation
 from jaxcert.sets import InputSet
@@ -80,7 +79,7 @@ def tightness(
     fn: Callable[[Array], Array],
     input_set: InputSet,
     spec: Array,
-    method: str | Method = "crown-ibp",
+    method: str | Method = CrownIBP(),
     *,
     network: TracedNetwork | None = None,
     **options: Any,
@@ -120,7 +119,7 @@ def tightness(
     graph = network.graph
     intervals = resolved.intermediate(network)
     A = network.spec_matrix(spec)
-    relus = relu_nodes(graph)
+    relus = linear.relu_nodes(graph)
     ctx = resolved.context(network, intervals)
     A_in, bias, kept = linear.coefficients(ctx, graph.output, A, keep={n.index for n in relus})
     if A_in is None:  # the output does not depend on the input

@@ -10,12 +10,7 @@ import jax
 
 from jaxcert.bound_methods.base import Interval, Method, Network, check_chunk_size
 from jaxcert.domains import linear
-from jaxcert.domains.backward import (
-    Context,
-    lower_bounds_in_chunks,
-    relu_nodes,
-    slope_chooser,
-)
+from jaxcert.domains.backward import Context, lower_bounds_in_chunks, slope_chooser
 from jaxcert.relaxations import LOWER_SLOPE_RULES
 
 Array = jax.Array
@@ -59,7 +54,7 @@ class LinearMethod(Method):
     def check(self, net: Network) -> None:
         if self.slopes is None:
             return
-        known = {n.name: n for n in relu_nodes(net.graph)}
+        known = {n.name: n for n in linear.relu_nodes(net.graph)}
         for name, value in self.slopes.items():
             if name not in known:
                 raise ValueError(

@@ -38,7 +38,6 @@ __all__ = [
     "concretize_interval",
     "sum_rest",
     "slope_chooser",
-    "relu_nodes",
     "preactivation_nodes",
     "default_chunk_size",
     "bounds_in_chunks",
@@ -145,11 +144,6 @@ def slope_chooser(
         return overrides.get(node.name, default)
 
     return choose
-
-
-def relu_nodes(graph: Graph) -> list[Node]:
-    """The (leaky) ReLU nodes: those with a lower slope to choose."""
-    return [n for n in graph.nodes if n.op in ("relu", "leaky_relu")]
 
 
 def preactivation_nodes(graph: Graph) -> list[int]:

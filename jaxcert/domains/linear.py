@@ -36,7 +36,7 @@ from jaxcert.sets import InputSet
 Array = jax.Array
 Contributions = tuple[list[tuple[int, Array]], Array | None]
 
-__all__ = ["RULES", "coefficients", "lower_bound", "activation_stops"]
+__all__ = ["RULES", "SLOPED_OPS", "relu_nodes", "coefficients", "lower_bound", "activation_stops"]
 
 
 def _affine_rule(node: Node, A: Array, ctx: Context) -> Contributions:
@@ -134,6 +134,15 @@ RULES: dict[str, BackwardRule] = ops.rule_table(
         "reduce_max": _max_rule,
     },
 )
+
+
+# The ops whose rule relaxes with a lower slope to choose ((leaky) ReLUs).
+SLOPED_OPS = frozenset(name for name, rule in RULES.items() if rule is _relu_rule)
+
+
+def relu_nodes(graph: Graph) -> list[Node]:
+    """The nodes with a lower slope to choose (the (leaky) ReLUs), in order."""
+    return [n for n in graph.nodes if n.op in SLOPED_OPS]
 
 
 def coefficients(

@@ -134,7 +134,8 @@ def certified_lipschitz(graph: Graph) -> dict[int, Array]:
     for node, in_shape in _linear_nodes(graph):
         bound = _unweighted_constant(node, in_shape)
         n_in, n_out = math.prod(in_shape), math.prod(node.shape)
-        if node.op in WEIGHTED_OPS and n_in * n_out <= _MAX_EXACT_ENTRIES:
+        spectral = ops.OPS[node.op].lipschitz == "spectral"
+        if spectral and n_in * n_out <= _MAX_EXACT_ENTRIES:
             f = _linear_part(node)
             basis = jnp.eye(n_in, dtype=node.dtype).reshape((n_in, *in_shape))
             matrix = jax.vmap(f)(basis).reshape(n_in, n_out)

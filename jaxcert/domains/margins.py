@@ -333,7 +333,7 @@ def _range(
 def margins(
     fn: Callable[[Array], Array],
     input_set: InputSet,
-    method: str | MarginMethod = "singleprop-zero",
+    method: str | MarginMethod = SingleProp("zero"),
     *,
     return_intermediate: bool = False,
     chunk_size: int | None = None,

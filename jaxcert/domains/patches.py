@@ -97,10 +97,8 @@ def _nhwc_chain_link(node: Node, graph: Graph) -> bool:
 
 
 def _elementwise_applies(node: Node, graph: Graph) -> bool:
-    # The bounded operand must not be broadcast, and a divisor must be constant.
-    return graph.nodes[node.inputs[0]].shape == node.shape and (
-        node.op != "div" or node.bounded == (0,)
-    )
+    # The bounded operand must not be broadcast (a divisor is constant: ops.OPS["div"]).
+    return graph.nodes[node.inputs[0]].shape == node.shape
 
 
 def conv_chain(graph: Graph, index: int) -> list[Node] | None:
@@ -117,7 +115,7 @@ def conv_chain(graph: Graph, index: int) -> list[Node] | None:
             return None
         chain.append(node)
         node = graph.nodes[node.inputs[0]]
-    if not any(n.op == "conv_general_dilated" for n in chain):
+    if not any(_patch_rule(n).widens for n in chain):  # no convolution: nothing to gain
         return None
     return chain
 
@@ -245,11 +243,13 @@ class PatchRule:
       grow: ``(node, window at the output) -> window at the input``.
       step: ``(node, A, ctx, input shape, window, rows, cols) -> (A at the input, bias
         or None)`` for patches ``A`` (B, R, ph, pw, C) on the input window.
+      widens: the window grows through the op (a convolution).
     """
 
     applies: Callable[[Node, Graph], bool]
     grow: Callable[[Node, Window], Window]
     step: Callable[..., tuple[Array, Array | None]]
+    widens: bool = False
 
 
 _ELEMENTWISE = PatchRule(_elementwise_applies, _same_window, _elementwise_step)
@@ -260,7 +260,7 @@ RULES: dict[str, PatchRule | ops.Unsupported] = ops.rule_table(
     {},
     overrides={
         "conv_general_dilated": PatchRule(
-            lambda node, graph: _is_patch_conv(node), _conv_window, _conv_step
+            lambda node, graph: _is_patch_conv(node), _conv_window, _conv_step, widens=True
         ),
         "relu": _RELU,
         "leaky_relu": _RELU,

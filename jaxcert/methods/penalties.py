@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxcert.bound_methods import IBP
 from jaxcert.bounds import bound
 from jaxcert.methods.options import clip_range
 from jaxcert.sets import LinfBall
@@ -35,7 +36,7 @@ def relu_stability(fn: Callable[[Array], Array], input_set: Any) -> Array:
       >>> float(relu_stability(fn, jaxcert.LinfBall(jnp.array([[0.0, 2.0]]), 1.0)))
       -0.9993...
     """
-    inter = bound(fn, input_set, "ibp", return_intermediate=True).intermediate or {}
+    inter = bound(fn, input_set, IBP(), return_intermediate=True).intermediate or {}
     total = jnp.zeros(())
     for b in inter.values():
         total = total + jnp.sum(-jnp.tanh(1 + b.lower * b.upper))
