@@ -365,7 +365,9 @@ class LinfBall(InputSet):
         x = jnp.asarray(self.center)
         batch, n = x.shape[0], math.prod(x.shape[1:])
         eps = jnp.asarray(self.eps, x.dtype)
-        if eps.size == 1 or eps.shape in ((batch,), (batch,) + (1,) * (x.ndim - 1)):
+        # eps broadcasts against the centre from the right: (batch, 1, ..., 1) is per
+        # example, while e.g. (C,) is per channel, even when C equals the batch size.
+        if eps.size == 1 or (eps.ndim == x.ndim and all(d == 1 for d in eps.shape[1:])):
             # One radius per example: the ball through the corners, eps sqrt(n).
             return x, jnp.broadcast_to(eps.reshape(-1), (batch,)) * math.sqrt(n)
         half = _flat(jnp.broadcast_to(eps, x.shape), 1)

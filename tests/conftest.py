@@ -45,6 +45,8 @@ ALL_METHODS = (
     "cap-ibp",
     "crown-ibp-opt",
     "crown-opt",
+    "bcp",
+    "lmt",
 )
 
 # Soundness slack: a sampled value may exceed a bound by ATOL + RTOL * |value|
