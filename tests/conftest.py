@@ -371,3 +371,80 @@ def assert_close(actual, expected, what="", atol=ATOL, rtol=RTOL):
     np.testing.assert_allclose(
         np.asarray(actual), np.asarray(expected), atol=atol, rtol=rtol, err_msg=what
     )
+
+
+def random_mlp(seed, sizes=(8, 30, 30, 5), nonnegative=False, bias_scale=0.3):
+    keys = jax.random.split(jax.random.PRNGKey(seed), 2 * len(sizes))
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        w = jax.random.normal(keys[2 * i], (a, b)) / np.sqrt(a)
+        bias = jax.random.normal(keys[2 * i + 1], (b,)) * bias_scale
+        layers.append((jnp.abs(w) if nonnegative else w, bias))
+
+    def fn(x):
+        for i, (w, bias) in enumerate(layers):
+            x = x @ w + bias
+            if i < len(layers) - 1:
+                x = jax.nn.relu(x)
+        return x
+
+    return fn
+
+
+class SmallConvNet(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Conv(4, (3, 3), strides=2)(x))
+        x = nn.relu(nn.Conv(5, (3, 3))(x))
+        return nn.Dense(3)(x.reshape(x.shape[0], -1))
+
+
+def small_cnn_case():
+    x = jax.random.uniform(jax.random.PRNGKey(5), (3, 8, 8, 1))
+    model = SmallConvNet()
+    variables = model.init(jax.random.PRNGKey(6), x)
+    return (lambda z: model.apply(variables, z)), jaxcert.LinfBall(x, 0.05, clip=(0.0, 1.0))
+
+
+def spec_for(case, use_spec):
+    """The margin specification of a model case, or None."""
+    return jaxcert.margin_spec(case.y, case.num_out) if use_spec else None
+
+
+def minimiser_linf(coef, lo, hi):
+    """The box vertex minimising ``coef . x`` over ``[lo, hi]``."""
+    return np.where(coef > 0, lo, hi)
+
+
+def minimiser_l2(coef, center, eps):
+    """``center - eps * coef / ||coef||_2`` per example."""
+    norm = np.linalg.norm(coef.reshape(coef.shape[0], -1), axis=-1)
+    return center - eps * coef / norm.reshape((-1,) + (1,) * (coef.ndim - 1))
+
+
+def minimiser_l1(coef, center, eps):
+    """``center - eps * sign(coef_i) e_i`` at the largest ``|coef_i|``, per example."""
+    flat = coef.reshape(coef.shape[0], -1)
+    i = np.argmax(np.abs(flat), axis=-1)
+    step = np.eye(flat.shape[-1])[i] * np.sign(flat[np.arange(flat.shape[0]), i])[:, None]
+    return center - eps * step.reshape(coef.shape)
+
+
+def make_input_set(kind, x):
+    if kind == "linf-clip":
+        return jaxcert.LinfBall(jnp.asarray(x), 0.2, clip=(0.0, 1.0))
+    if kind == "l2":
+        return jaxcert.L2Ball(jnp.asarray(x), 0.3)
+    return jaxcert.L1Ball(jnp.asarray(x), 0.3)
+
+
+def attaining_input(kind, x, coef):
+    """The point of the set minimising ``coef . x`` (``coef``: ``(batch, *x_shape)``)."""
+    x, coef = np.asarray(x, np.float64), np.asarray(coef, np.float64)
+    if kind == "linf-clip":
+        point = minimiser_linf(coef, np.clip(x - 0.2, 0.0, 1.0), np.clip(x + 0.2, 0.0, 1.0))
+    elif kind == "l2":
+        point = minimiser_l2(coef, x, 0.3)
+    else:
+        point = minimiser_l1(coef, x, 0.3)
+    return point.astype(np.float32)

@@ -6,10 +6,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import (
+    CLIP,
+    EPS,
+    assert_close,
+    attaining_input,
+    clipped_box,
+    make_case,
+    make_input_set,
+)
 
+import jaxcert
 from jaxcert import Box, L0Ball, L1Ball, L2Ball, LinfBall
 
 KEY = jax.random.PRNGKey(0)
+# Shapes of the brute-force concretisation cases.
+BATCH = 2
+DIM = 6
 
 
 def _random_problem(batch=3, dims=5, n_spec=4, seed=0):
@@ -260,3 +273,95 @@ def test_minimizer_of_clipped_norm_ball_is_refused():
     center, A, _ = _random_problem()
     with pytest.raises(NotImplementedError, match="without clip"):
         L2Ball(center, 0.5, clip=(0.0, 1.0)).minimizer(A)
+
+
+@pytest.mark.parametrize("make_set", [jaxcert.LinfBall, jaxcert.L2Ball, jaxcert.L1Ball])
+@pytest.mark.parametrize("eps", [-0.1, float("nan"), float("inf")])
+def test_bad_eps_is_rejected(make_set, eps):
+    with pytest.raises(ValueError, match="eps"):
+        make_set(jnp.zeros((2, 3)), eps)
+
+
+def test_negative_eps_entry_is_rejected():
+    with pytest.raises(ValueError, match="eps"):
+        jaxcert.LinfBall(jnp.zeros((2, 3)), jnp.array([0.1, -0.1, 0.1]))
+
+
+def test_box_with_lower_above_upper_is_rejected():
+    lower = jnp.zeros((2, 3))
+    with pytest.raises(ValueError, match="lower"):
+        jaxcert.Box(lower, lower.at[1, 2].set(-1e-3))
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_linf_bounding_box_is_the_clipped_box(model):
+    case = make_case(model)
+    lo, hi = jaxcert.LinfBall(case.x, EPS, clip=CLIP).bounding_box()
+    exp_lo, exp_hi = clipped_box(case.x, EPS)
+    assert_close(lo, exp_lo, "bounding_box lower")
+    assert_close(hi, exp_hi, "bounding_box upper")
+
+
+def all_corners(lo, hi):
+    """Every corner of each example's box: ``(2**n, batch, *x_shape)``."""
+    n = int(np.prod(lo.shape[1:]))
+    bits = np.array(list(itertools.product([0, 1], repeat=n)), dtype=bool)
+    bits = bits.reshape((2**n, 1, *lo.shape[1:]))
+    return np.where(bits, hi[None], lo[None])
+
+
+def brute_force_linear(A, bias, points):
+    """min/max over ``points`` of ``A x + bias``: ``(batch, n_spec)`` each."""
+    A2 = A.reshape(A.shape[0], A.shape[1], -1)
+    flat = points.reshape(points.shape[0], points.shape[1], -1)
+    values = np.einsum("bsi,nbi->nbs", A2, flat) + bias[None]
+    return values.min(0), values.max(0)
+
+
+@pytest.mark.parametrize("x_shape", [(4,), (6,), (2, 3)])
+def test_linf_clip_concretize_matches_brute_force(x_shape):
+    rng = np.random.default_rng(3)
+    x = rng.uniform(size=(BATCH, *x_shape)).astype(np.float32)
+    x[0] = np.clip(x[0], 0.0, 0.1)  # near the lower clip edge
+    x[1].flat[0] = 0.95  # near the upper one
+    A = rng.normal(size=(BATCH, 3, *x_shape)).astype(np.float32)
+    bias = rng.normal(size=(BATCH, 3)).astype(np.float32)
+    s = jaxcert.LinfBall(jnp.asarray(x), 0.15, clip=(0.0, 1.0))
+    lower, upper = s.concretize(jnp.asarray(A), jnp.asarray(bias))
+    corners = all_corners(np.clip(x - 0.15, 0.0, 1.0), np.clip(x + 0.15, 0.0, 1.0))
+    exp_lower, exp_upper = brute_force_linear(A, bias, corners)
+    assert lower.shape == upper.shape == (BATCH, 3)
+    assert_close(lower, exp_lower, "concretize lower vs brute force")
+    assert_close(upper, exp_upper, "concretize upper vs brute force")
+    no_bias = s.concretize(jnp.asarray(A))
+    assert_close(no_bias[0], exp_lower - bias, "concretize without bias (lower)")
+    assert_close(no_bias[1], exp_upper - bias, "concretize without bias (upper)")
+
+
+def test_box_concretize_matches_brute_force():
+    rng = np.random.default_rng(4)
+    lo = rng.normal(size=(BATCH, DIM)).astype(np.float32)
+    hi = (lo + rng.uniform(size=(BATCH, DIM))).astype(np.float32)
+    A = rng.normal(size=(BATCH, 3, DIM)).astype(np.float32)
+    bias = rng.normal(size=(BATCH, 3)).astype(np.float32)
+    lower, upper = jaxcert.Box(jnp.asarray(lo), jnp.asarray(hi)).concretize(
+        jnp.asarray(A), jnp.asarray(bias)
+    )
+    exp_lower, exp_upper = brute_force_linear(A, bias, all_corners(lo, hi))
+    assert_close(lower, exp_lower, "Box concretize lower")
+    assert_close(upper, exp_upper, "Box concretize upper")
+
+
+@pytest.mark.parametrize("kind", ["l2", "l1"])
+def test_norm_ball_concretize_is_attained(kind):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(BATCH, DIM)).astype(np.float32)
+    A = rng.normal(size=(BATCH, 3, DIM)).astype(np.float32)
+    bias = rng.normal(size=(BATCH, 3)).astype(np.float32)
+    lower, upper = make_input_set(kind, x).concretize(jnp.asarray(A), jnp.asarray(bias))
+    for row in range(3):
+        coef = A[:, row]
+        value_min = np.sum(coef * attaining_input(kind, x, coef), -1) + bias[:, row]
+        value_max = np.sum(coef * attaining_input(kind, x, -coef), -1) + bias[:, row]
+        assert_close(lower[:, row], value_min, f"{kind} concretize lower, row {row}")
+        assert_close(upper[:, row], value_max, f"{kind} concretize upper, row {row}")

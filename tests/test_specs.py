@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jaxcert
 from jaxcert import margin_spec, worst_case_logits
 
 
@@ -64,3 +65,22 @@ def test_worst_case_ce_bounds_the_ce_of_any_reachable_logits():
         z = lo + t * (hi - lo) * jax.random.uniform(jax.random.PRNGKey(int(t * 10)), lo.shape)
         ce = -jax.nn.log_softmax(z)[jnp.arange(4), y]
         assert np.all(np.asarray(ce) <= np.asarray(ce_worst) + 1e-5)
+
+
+def test_margin_spec_rows():
+    spec = np.asarray(jaxcert.margin_spec(jnp.array([0, 2]), 3))
+    expected = np.array(
+        [
+            [[1, -1, 0], [1, 0, -1]],  # y = 0: e_0 - e_1, e_0 - e_2
+            [[-1, 0, 1], [0, -1, 1]],  # y = 2: e_2 - e_0, e_2 - e_1
+        ],
+        dtype=np.float32,
+    )
+    assert spec.shape == (2, 2, 3)
+    np.testing.assert_array_equal(spec, expected)
+
+
+@pytest.mark.parametrize("labels", [[0, 4], [-1, 0]])
+def test_margin_spec_labels_out_of_range(labels):
+    with pytest.raises(ValueError, match="(?i)label"):
+        jaxcert.margin_spec(jnp.array(labels), 4)

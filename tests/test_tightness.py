@@ -6,8 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import count_primitive
-from test_margins import random_mlp
+from conftest import count_primitive, random_mlp
 
 import jaxcert
 from jaxcert.tightness import TIGHTNESS_METHODS, tightness

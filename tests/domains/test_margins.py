@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import random_mlp
 
 import jaxcert
-from jaxcert.diagnostics import approximation_error
 from jaxcert.domains.margins import MARGIN_METHODS, margins
 
 # y = relu(x0) - relu(x1) at x = (0.05, 1.0), eps = 0.1: the first ReLU is unstable.
@@ -51,24 +51,6 @@ def test_hand_computed_example(method):
     np.testing.assert_allclose(m.nominal, [[-0.95]], atol=1e-6)
     np.testing.assert_allclose(m.lower, [[HAND[method][0]]], atol=1e-6)
     np.testing.assert_allclose(m.upper, [[HAND[method][1]]], atol=1e-6)
-
-
-def random_mlp(seed, sizes=(8, 30, 30, 5), nonnegative=False, bias_scale=0.3):
-    keys = jax.random.split(jax.random.PRNGKey(seed), 2 * len(sizes))
-    layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        w = jax.random.normal(keys[2 * i], (a, b)) / np.sqrt(a)
-        bias = jax.random.normal(keys[2 * i + 1], (b,)) * bias_scale
-        layers.append((jnp.abs(w) if nonnegative else w, bias))
-
-    def fn(x):
-        for i, (w, bias) in enumerate(layers):
-            x = x @ w + bias
-            if i < len(layers) - 1:
-                x = jax.nn.relu(x)
-        return x
-
-    return fn
 
 
 def _half_gaps(fn, s, verifier, method):
@@ -109,39 +91,6 @@ def test_singleprop_fastlin_equals_fastlin_without_cancellation():
     b = jaxcert.bound(fn, s, "fastlin", return_intermediate=True)
     unstable = [np.mean((iv.lower < 0) & (iv.upper > 0)) for iv in b.intermediate.values()]
     assert max(unstable) > 0
-
-
-@pytest.mark.parametrize("seed", [0, 1])
-def test_singleprop_zero_equals_ibp_half_gap_and_metric2_is_small(seed):
-    # SingleProp-Zero's ReLU rule is IBP's half-gap recursion centred at z; with a
-    # small eps IBP's midpoints stay near z (SingleProp's metric 2, Sec. 4.1).
-    fn = random_mlp(seed)
-    x = jax.random.normal(jax.random.PRNGKey(20 + seed), (6, 8))
-    s = jaxcert.LinfBall(x, 0.01)
-    err = approximation_error(fn, s, reference="ibp", margin_method="singleprop-zero")
-    assert float(err["metric2"]) < 0.02
-    assert float(err["half_gap_error"]) < 1e-3
-
-
-def test_all_stable_network_matches_ibp_and_fastlin_exactly():
-    fn = random_mlp(5, bias_scale=5.0)  # big biases: every neuron stable at small eps
-    x = jax.random.normal(jax.random.PRNGKey(6), (4, 8))
-    s = jaxcert.LinfBall(x, 0.001)
-    b = jaxcert.bound(fn, s, "ibp", return_intermediate=True)
-    assert all(np.all((iv.lower > 0) | (iv.upper < 0)) for iv in b.intermediate.values()), (
-        "test premise: every neuron stable"
-    )
-    for method in ("singleprop-zero", "singleprop-fastlin", "double-margin-s"):
-        m = margins(fn, s, method)
-        np.testing.assert_allclose(m.lower, b.lower, rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(m.upper, b.upper, rtol=1e-5, atol=1e-5)
-    # Fast-Lin is exact here, so its midpoints are the nominal values (metric 1 = 0);
-    # its half-gaps are smaller than IBP's (sign cancellation), which SingleProp, like
-    # IBP, does not see.
-    err = approximation_error(fn, s, reference="fastlin")
-    assert float(err["metric1"]) < 1e-5 and float(err["half_gap_error"]) > 0.1
-    err = approximation_error(fn, s, reference="ibp", margin_method="singleprop-zero")
-    assert float(err["half_gap_error"]) < 1e-4
 
 
 def test_double_margin_v_vanishes_on_locally_linear_networks():

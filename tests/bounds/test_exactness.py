@@ -9,14 +9,19 @@
 
 from __future__ import annotations
 
-import itertools
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import MLP, assert_close, init_variables, run_bound
+from conftest import (
+    MLP,
+    assert_close,
+    attaining_input,
+    init_variables,
+    make_input_set,
+    run_bound,
+)
 
 import jaxcert
 
@@ -46,45 +51,6 @@ def stable_mlp(seed):
         params[name] = {"kernel": 0.1 * params[name]["kernel"], "bias": jnp.asarray(2.0 * sign)}
     variables = {"params": params}
     return lambda x: module.apply(variables, x)
-
-
-def minimiser_linf(coef, lo, hi):
-    """The box vertex minimising ``coef . x`` over ``[lo, hi]``."""
-    return np.where(coef > 0, lo, hi)
-
-
-def minimiser_l2(coef, center, eps):
-    """``center - eps * coef / ||coef||_2`` per example."""
-    norm = np.linalg.norm(coef.reshape(coef.shape[0], -1), axis=-1)
-    return center - eps * coef / norm.reshape((-1,) + (1,) * (coef.ndim - 1))
-
-
-def minimiser_l1(coef, center, eps):
-    """``center - eps * sign(coef_i) e_i`` at the largest ``|coef_i|``, per example."""
-    flat = coef.reshape(coef.shape[0], -1)
-    i = np.argmax(np.abs(flat), axis=-1)
-    step = np.eye(flat.shape[-1])[i] * np.sign(flat[np.arange(flat.shape[0]), i])[:, None]
-    return center - eps * step.reshape(coef.shape)
-
-
-def make_input_set(kind, x):
-    if kind == "linf-clip":
-        return jaxcert.LinfBall(jnp.asarray(x), 0.2, clip=(0.0, 1.0))
-    if kind == "l2":
-        return jaxcert.L2Ball(jnp.asarray(x), 0.3)
-    return jaxcert.L1Ball(jnp.asarray(x), 0.3)
-
-
-def attaining_input(kind, x, coef):
-    """The point of the set minimising ``coef . x`` (``coef``: ``(batch, *x_shape)``)."""
-    x, coef = np.asarray(x, np.float64), np.asarray(coef, np.float64)
-    if kind == "linf-clip":
-        point = minimiser_linf(coef, np.clip(x - 0.2, 0.0, 1.0), np.clip(x + 0.2, 0.0, 1.0))
-    elif kind == "l2":
-        point = minimiser_l2(coef, x, 0.3)
-    else:
-        point = minimiser_l1(coef, x, 0.3)
-    return point.astype(np.float32)
 
 
 # The linear-relaxation methods with a fixed slope rule. (The optimising ones are
@@ -156,68 +122,3 @@ def test_single_dense_ibp_is_exact(use_spec):
 
 
 # ---------------------------------------------------------- (c) concretize
-
-
-def all_corners(lo, hi):
-    """Every corner of each example's box: ``(2**n, batch, *x_shape)``."""
-    n = int(np.prod(lo.shape[1:]))
-    bits = np.array(list(itertools.product([0, 1], repeat=n)), dtype=bool)
-    bits = bits.reshape((2**n, 1, *lo.shape[1:]))
-    return np.where(bits, hi[None], lo[None])
-
-
-def brute_force_linear(A, bias, points):
-    """min/max over ``points`` of ``A x + bias``: ``(batch, n_spec)`` each."""
-    A2 = A.reshape(A.shape[0], A.shape[1], -1)
-    flat = points.reshape(points.shape[0], points.shape[1], -1)
-    values = np.einsum("bsi,nbi->nbs", A2, flat) + bias[None]
-    return values.min(0), values.max(0)
-
-
-@pytest.mark.parametrize("x_shape", [(4,), (6,), (2, 3)])
-def test_linf_clip_concretize_matches_brute_force(x_shape):
-    rng = np.random.default_rng(3)
-    x = rng.uniform(size=(BATCH, *x_shape)).astype(np.float32)
-    x[0] = np.clip(x[0], 0.0, 0.1)  # near the lower clip edge
-    x[1].flat[0] = 0.95  # near the upper one
-    A = rng.normal(size=(BATCH, 3, *x_shape)).astype(np.float32)
-    bias = rng.normal(size=(BATCH, 3)).astype(np.float32)
-    s = jaxcert.LinfBall(jnp.asarray(x), 0.15, clip=(0.0, 1.0))
-    lower, upper = s.concretize(jnp.asarray(A), jnp.asarray(bias))
-    corners = all_corners(np.clip(x - 0.15, 0.0, 1.0), np.clip(x + 0.15, 0.0, 1.0))
-    exp_lower, exp_upper = brute_force_linear(A, bias, corners)
-    assert lower.shape == upper.shape == (BATCH, 3)
-    assert_close(lower, exp_lower, "concretize lower vs brute force")
-    assert_close(upper, exp_upper, "concretize upper vs brute force")
-    no_bias = s.concretize(jnp.asarray(A))
-    assert_close(no_bias[0], exp_lower - bias, "concretize without bias (lower)")
-    assert_close(no_bias[1], exp_upper - bias, "concretize without bias (upper)")
-
-
-def test_box_concretize_matches_brute_force():
-    rng = np.random.default_rng(4)
-    lo = rng.normal(size=(BATCH, DIM)).astype(np.float32)
-    hi = (lo + rng.uniform(size=(BATCH, DIM))).astype(np.float32)
-    A = rng.normal(size=(BATCH, 3, DIM)).astype(np.float32)
-    bias = rng.normal(size=(BATCH, 3)).astype(np.float32)
-    lower, upper = jaxcert.Box(jnp.asarray(lo), jnp.asarray(hi)).concretize(
-        jnp.asarray(A), jnp.asarray(bias)
-    )
-    exp_lower, exp_upper = brute_force_linear(A, bias, all_corners(lo, hi))
-    assert_close(lower, exp_lower, "Box concretize lower")
-    assert_close(upper, exp_upper, "Box concretize upper")
-
-
-@pytest.mark.parametrize("kind", ["l2", "l1"])
-def test_norm_ball_concretize_is_attained(kind):
-    rng = np.random.default_rng(5)
-    x = rng.normal(size=(BATCH, DIM)).astype(np.float32)
-    A = rng.normal(size=(BATCH, 3, DIM)).astype(np.float32)
-    bias = rng.normal(size=(BATCH, 3)).astype(np.float32)
-    lower, upper = make_input_set(kind, x).concretize(jnp.asarray(A), jnp.asarray(bias))
-    for row in range(3):
-        coef = A[:, row]
-        value_min = np.sum(coef * attaining_input(kind, x, coef), -1) + bias[:, row]
-        value_max = np.sum(coef * attaining_input(kind, x, -coef), -1) + bias[:, row]
-        assert_close(lower[:, row], value_min, f"{kind} concretize lower, row {row}")
-        assert_close(upper[:, row], value_max, f"{kind} concretize upper, row {row}")
