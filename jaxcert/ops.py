@@ -212,7 +212,7 @@ for _name in ("reshape", "transpose", "squeeze", "expand_dims", "rev", "slice", 
 for _name in ("copy", "copy_p", "convert_element_type", "sharding_constraint"):
     deflinear(_name, "structural", lipschitz="moves")
 deflinear("optimization_barrier", "structural", lipschitz="moves")
-for _name in ("broadcast_in_dim", "reduce_sum", "reduce_window_sum", "cumsum", "gather"):
+for _name in ("broadcast_in_dim", "reduce_sum", "reduce_window_sum", "cumsum", "gather", "tile"):
     deflinear(_name, "structural")
 
 
