@@ -58,3 +58,30 @@ def test_loss_fusion_needs_a_linear_method():
     c.method.name = "ibp"
     with pytest.raises(ConfigError, match="method.loss_fusion"):
         validate(c)
+
+
+def test_option_lists_come_from_where_they_are_implemented():
+    # One vocabulary: config.py keeps no lists of its own.
+    from jaxcert import attacks, config, schedules
+
+    for name in ("OPTIMIZERS", "LR_DECAYS", "EPS_SHAPES", "NORMS"):
+        assert not hasattr(config, name), name
+    c = default_config()
+    for optimizer in schedules.OPTIMIZERS:
+        c.train.optimizer = optimizer
+        validate(c)
+    for norm in attacks.NORMS:
+        c.certify.norm = norm
+        validate(c)
+    c.certify.norm = "l1"  # no L1 attack to report a PGD error with
+    with pytest.raises(ConfigError, match="certify.norm"):
+        validate(c)
+
+
+def test_training_norm_is_asked_of_the_method():
+    c = default_config()
+    c.method.norm = "l2"
+    with pytest.raises(ConfigError, match="method.norm.*crown-ibp"):
+        validate(c)
+    c.method.name = "bcp"
+    validate(c)

@@ -365,3 +365,76 @@ def test_norm_ball_concretize_is_attained(kind):
         value_max = np.sum(coef * attaining_input(kind, x, -coef), -1) + bias[:, row]
         assert_close(lower[:, row], value_min, f"{kind} concretize lower, row {row}")
         assert_close(upper[:, row], value_max, f"{kind} concretize upper, row {row}")
+
+
+# ------------------------------------------------- what the domains ask of a set
+
+SETS = {
+    "box": lambda x: Box(x - 0.1, x + jnp.linspace(0.0, 0.2, x.shape[-1])),
+    "linf": lambda x: LinfBall(x, 0.1, clip=(0.0, 1.0)),
+    "linf-per-channel": lambda x: LinfBall(x, jnp.linspace(0.05, 0.2, x.shape[-1])),
+    "l2": lambda x: L2Ball(x, 0.3),
+    "l1": lambda x: L1Ball(x, 0.4, clip=(0.0, 1.0)),
+    "l0": lambda x: L0Ball(jnp.clip(x, 0.0, 1.0), 2),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SETS))
+def test_enclosing_l2_ball_contains_the_set(kind):
+    # Two examples and two channels: a per-channel eps of shape (2,) must not be read as
+    # one radius per example.
+    x = jax.random.uniform(KEY, (2, 3, 2))
+    s = SETS[kind](x)
+    center, radius = s.enclosing_l2_ball()
+    assert center.shape == x.shape and radius.shape == (2,)
+    np.testing.assert_allclose(center, s.nominal())
+    points = [s.sample(jax.random.PRNGKey(1), 300)]
+    if hasattr(s, "vertices"):
+        points.append(s.vertices(jax.random.PRNGKey(2), 300))
+    points = jnp.concatenate(points)
+    dist = jnp.sqrt(jnp.sum((points - center[None]) ** 2, axis=(2, 3)))
+    assert np.all(np.asarray(dist) <= np.asarray(radius)[None] * (1 + 1e-6) + 1e-6), kind
+
+
+def test_nominal_points_and_coordinate_radii():
+    x = jnp.array([[0.2, 0.5]])
+    box = Box(x - 0.1, x + 0.3)
+    np.testing.assert_allclose(box.nominal(), x + 0.1)
+    np.testing.assert_allclose(box.coordinate_radius(), [[0.2, 0.2]], rtol=1e-6)
+    clipped = LinfBall(x, 0.3, clip=(0.0, 1.0))
+    np.testing.assert_allclose(clipped.nominal(), x)
+    # The margin papers start from eps, whatever the clip range.
+    np.testing.assert_allclose(clipped.coordinate_radius(), [[0.3, 0.3]])
+    assert box.is_box and clipped.is_box
+    assert not L2Ball(x, 0.1).is_box and not L0Ball(x, 1).is_box
+
+
+@pytest.mark.parametrize("kind", sorted(SETS))
+def test_concretize_patches_equals_dense_concretization(kind):
+    # Patch rows on an NHWC input: the windowed form (boxes) or the dense fallback must
+    # give what concretize gives on the same rows written out densely.
+    from jaxcert.patch_rows import PatchRows
+
+    x = jax.random.uniform(KEY, (2, 5, 4, 2))
+    s = SETS[kind](x)
+    rows = jnp.array([[-1, 0, 1], [2, 3, 4]])  # window rows per patch row (one off the edge)
+    cols = jnp.array([[0, 1], [2, 3]])
+    coef = jax.random.normal(jax.random.PRNGKey(3), (2, 2, 3, 2, 2))
+    coef = coef.at[:, 0, 0].set(0.0)  # the out-of-range row carries zeros
+    patches = PatchRows(coef, rows, cols)
+    bias = jnp.array([[0.5, -1.0], [0.0, 2.0]])
+    lower, upper = s.concretize_patches(patches, bias)
+    dense = s.concretize(patches.dense(s.shape), bias)
+    np.testing.assert_allclose(lower, dense[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(upper, dense[1], rtol=1e-5, atol=1e-5)
+
+
+def test_norm_balls_by_name():
+    from jaxcert.sets import NORM_BALLS, norm_ball
+
+    x = jnp.zeros((1, 2))
+    assert isinstance(norm_ball("l2", x, 0.5), L2Ball)
+    assert norm_ball("linf", x, 0.5, (0.0, 1.0)).clip == (0.0, 1.0)
+    assert set(NORM_BALLS) == {"linf", "l2", "l1"}
+    with pytest.raises(ValueError, match="unknown norm 'l7'"):
+        norm_ball("l7", x, 0.5)

@@ -198,3 +198,19 @@ def test_bad_arguments():
         margins(tiny, s, "double-margin", gamma=0.0)
     with pytest.raises(jaxcert.UnsupportedOperation, match="sin"):
         margins(lambda x: jnp.sin(x), s)
+
+
+def test_margin_methods_are_option_objects():
+    from jaxcert.domains.margins import DoubleMargin, SingleProp
+
+    assert MARGIN_METHODS["singleprop-fastlin"] == SingleProp("fastlin")
+    assert MARGIN_METHODS["ibp+v"] == DoubleMargin(ibp_radii=True)
+    s = jaxcert.LinfBall(X, 0.1)
+    by_name = margins(tiny, s, "double-margin", gamma=0.05)
+    by_object = margins(tiny, s, DoubleMargin(gamma=0.05))
+    np.testing.assert_allclose(by_name.upper, by_object.upper)
+    # An option the method does not have is refused, not dropped.
+    with pytest.raises(TypeError, match="SingleProp has no option 'gamma'"):
+        margins(tiny, s, "singleprop-zero", gamma=0.1)
+    with pytest.raises(ValueError, match="relaxation|lower slope"):
+        margins(tiny, s, SingleProp("bogus"))

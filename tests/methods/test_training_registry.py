@@ -21,3 +21,24 @@ def test_unknown_method_and_duplicate_registration_raise():
         methods.make_loss("magic", apply_model, 3, default_config().method)
     with pytest.raises(ValueError, match="already registered"):
         methods.register("ibp")(lambda *a: None)
+
+
+def test_bound_methods_and_margin_methods_are_training_families():
+    import jaxcert
+    from jaxcert.domains.margins import MARGIN_METHODS
+
+    names = set(methods.available())
+    assert set(jaxcert.METHODS) <= names and set(MARGIN_METHODS) <= names
+    assert {"natural", "pgd", "ibp-reg", "crown-ibp-tight"} <= names
+    # BCP and LMT keep their own maker (power iteration), overriding the family's.
+    assert methods.supported_norms("bcp") == ("l2", "linf")
+    assert methods.supported_norms("crown-ibp") == ("linf",)
+    with pytest.raises(ValueError, match="unknown method 'magic'"):
+        methods.supported_norms("magic")
+
+
+def test_a_family_member_is_replaced_only_on_purpose():
+    with pytest.raises(ValueError, match="already registered"):
+        methods.register("crown")(lambda *a: None)
+    with pytest.raises(ValueError, match="already registered"):
+        methods.register("bcp", override_family=True)(lambda *a: None)  # explicit: once
