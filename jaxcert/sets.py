@@ -286,9 +286,36 @@ class Box(InputSet):
         return _box_concretize_patches(rows, bias, *self.bounding_box())
 
 
+@dataclasses.dataclass(frozen=True)
+class _Ball(InputSet):
+    """Shared parts of the balls around a ``center`` of radius ``eps``, within ``clip``."""
+
+    center: Array
+    eps: ArrayLike
+    clip: tuple[Any, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not _arraylike(self.center, self.eps):
+            return
+        _check_eps(self.eps)
+        _check_clip(self.clip)
+        self._check_eps_shape(jnp.shape(self.eps), jnp.shape(self.center))
+
+    @abc.abstractmethod
+    def _check_eps_shape(self, eps_shape: tuple[int, ...], shape: tuple[int, ...]) -> None:
+        """Raises ValueError for an ``eps`` this ball cannot take."""
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(jnp.shape(self.center))
+
+    def nominal(self) -> Array:
+        return jnp.asarray(self.center)
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class LinfBall(InputSet):
+class LinfBall(_Ball):
     """``{x' : ||x' - center||_inf <= eps}``, intersected with ``clip`` when given.
 
     ``eps`` is a scalar or broadcastable to ``center`` (per example ``(batch, 1, ...)`` or
@@ -301,26 +328,13 @@ class LinfBall(InputSet):
       Array([[0.4, 0.4, 0.4]], dtype=float32)
     """
 
-    center: Array
-    eps: ArrayLike
-    clip: tuple[Any, Any] | None = None
-
-    def __post_init__(self) -> None:
-        if not _arraylike(self.center, self.eps):
-            return
-        _check_eps(self.eps)
-        _check_clip(self.clip)
+    def _check_eps_shape(self, eps_shape: tuple[int, ...], shape: tuple[int, ...]) -> None:
         try:
-            jnp.broadcast_shapes(jnp.shape(self.eps), jnp.shape(self.center))
+            jnp.broadcast_shapes(eps_shape, shape)
         except ValueError as e:
             raise ValueError(
-                f"eps of shape {jnp.shape(self.eps)} does not broadcast to the center's "
-                f"shape {jnp.shape(self.center)}"
+                f"eps of shape {eps_shape} does not broadcast to the center's shape {shape}"
             ) from e
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(jnp.shape(self.center))
 
     def bounding_box(self) -> tuple[Array, Array]:
         eps = jnp.asarray(self.eps, dtype=jnp.result_type(self.center))
@@ -353,9 +367,6 @@ class LinfBall(InputSet):
     def is_box(self) -> bool:
         return True
 
-    def nominal(self) -> Array:
-        return jnp.asarray(self.center)
-
     def coordinate_radius(self) -> Array:
         # The margin papers start from v0 = eps * 1, ignoring the clip range.
         x = jnp.asarray(self.center)
@@ -384,28 +395,15 @@ def _batch_eps(eps: ArrayLike, batch: int, dtype: Any) -> Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class _NormBall(InputSet):
+class _NormBall(_Ball):
     """Shared parts of the L2 and L1 balls (radius ``eps``: scalar or ``(batch,)``)."""
 
-    center: Array
-    eps: ArrayLike
-    clip: tuple[Any, Any] | None = None
-
-    def __post_init__(self) -> None:
-        if not _arraylike(self.center, self.eps):
-            return
-        _check_eps(self.eps)
-        _check_clip(self.clip)
-        shape = jnp.shape(self.eps)
-        if shape not in ((), (jnp.shape(self.center)[0],)):
+    def _check_eps_shape(self, eps_shape: tuple[int, ...], shape: tuple[int, ...]) -> None:
+        if eps_shape not in ((), (shape[0],)):
             raise ValueError(
                 f"{type(self).__name__} eps must be a scalar or have shape (batch,) = "
-                f"({jnp.shape(self.center)[0]},), got {shape}"
+                f"({shape[0]},), got {eps_shape}"
             )
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(jnp.shape(self.center))
 
     def _eps_column(self) -> Array:
         eps = _batch_eps(self.eps, self.shape[0], jnp.result_type(self.center))
@@ -417,9 +415,6 @@ class _NormBall(InputSet):
         # Both balls fit in the Linf ball of the same radius, and that box is tight.
         eps = self._eps_column().reshape((-1,) + (1,) * (len(self.shape) - 1))
         return LinfBall(self.center, eps, self.clip).bounding_box()
-
-    def nominal(self) -> Array:
-        return jnp.asarray(self.center)
 
     def enclosing_l2_ball(self) -> tuple[Array, Array]:
         # An L1 ball lies in the L2 ball of the same radius.

@@ -16,6 +16,7 @@ Only lower bounds are computed; an upper bound is minus the lower bound of ``-A`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 
 import jax
@@ -145,15 +146,9 @@ def relu_nodes(graph: Graph) -> list[Node]:
     return [n for n in graph.nodes if n.op in SLOPED_OPS]
 
 
-def coefficients(
-    ctx: Context,
-    target: int,
-    A: Array,
-    stop: Collection[int] = (),
-    keep: Collection[int] = (),
-) -> tuple[Array | None, Array, dict[int, Array]]:
-    """:func:`jaxcert.domains.backward.backward_coefficients` with the dense rules."""
-    return backward_coefficients(RULES, ctx, target, A, stop, keep)
+# ``coefficients(ctx, target, A, stop=(), keep=())``: the backward core's
+# :func:`~jaxcert.domains.backward.backward_coefficients` with the dense rules.
+coefficients = functools.partial(backward_coefficients, RULES)
 
 
 def lower_bound(
