@@ -94,14 +94,14 @@ def bench_model(name, shape, batch, eps, methods, full_batch, crown_opt_steps, s
             b = full_batch
         xb, yb = x[:b], y[:b]
         spec = jaxcert.margin_spec(yb, 10)
-        kwargs = {"key": jax.random.PRNGKey(1)} if method == "crown-ibp-opt" else {}
-        if method == "crown-opt":
-            kwargs["steps"] = crown_opt_steps
+        bound_method = jaxcert.get_method(method).with_key(jax.random.PRNGKey(1))
+        if isinstance(bound_method, jaxcert.CrownOpt):
+            bound_method = jaxcert.get_method(bound_method, steps=crown_opt_steps)
 
-        def run(v, xb, spec, method=method, kwargs=kwargs):
+        def run(v, xb, spec, bound_method=bound_method):
             fn = lambda z: model.apply(v, z)  # noqa: E731
             s = jaxcert.LinfBall(xb, eps, clip=(0.0, 1.0))
-            return jaxcert.bound(fn, s, method, spec=spec, bound_upper=False, **kwargs).lower
+            return jaxcert.bound(fn, s, bound_method, spec=spec, bound_upper=False).lower
 
         compile_s, seconds = _time(
             xla_jit(run), variables, xb, spec, min_reps=2 if b < batch else 3

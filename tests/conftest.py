@@ -59,8 +59,8 @@ EPS = 0.05  # Linf radius of the shared model cases
 
 
 def run_bound(fn, input_set, method, spec=None, **kwargs):
-    """``jaxcert.bound`` with the PRNG key that "crown-ibp-opt" requires filled in."""
-    if method == "crown-ibp-opt":
+    """``jaxcert.bound`` with the PRNG key filled in for a method that needs one."""
+    if jaxcert.get_method(method).needs_key:
         kwargs.setdefault("key", jax.random.PRNGKey(0))
     return jaxcert.bound(fn, input_set, method=method, spec=spec, **kwargs)
 

@@ -91,7 +91,7 @@ def test_traced_network_gives_the_bounds_of_separate_calls(method):
     s = jaxcert.LinfBall(case.x, EPS, clip=CLIP)
     spec = spec_for(case, True)
     net = jaxcert.TracedNetwork(case.fn, s)
-    kwargs = {"key": jax.random.PRNGKey(0)} if method == "crown-ibp-opt" else {}
+    kwargs = {"key": jax.random.PRNGKey(0)} if jaxcert.get_method(method).needs_key else {}
     for m in ("ibp", method):  # IBP first: the linear method then reuses its intervals
         shared = net.bound(m, spec=spec, **(kwargs if m == method else {}))
         alone = run_bound(case.fn, s, m, spec=spec)
