@@ -49,6 +49,8 @@ from jaxcert.errors import UnsupportedOperation
 Array = jax.Array
 Kind = Literal["weighted", "sum", "structural", "activation", "monotone"]
 Operands = Literal["any", "one", "cases"] | tuple[int, ...]
+# (node, operand shapes) -> why the node mixes examples along the batch axis, or None.
+BatchRule = Callable[[Any, list[tuple[int, ...]]], str | None]
 LipschitzRule = (
     Literal["spectral", "moves", "holder"] | float | Callable[[Any], float | None] | None
 )
@@ -82,6 +84,7 @@ class Op:
     disjoint: bool = False
     impl: Callable[..., Array] | None = None
     call: bool = False
+    batch: BatchRule | None = None
 
 
 OPS: dict[str, Op] = {}
@@ -102,12 +105,15 @@ def deflinear(
     offset: bool = False,
     lipschitz: LipschitzRule = "holder",
     disjoint: bool = False,
+    batch: BatchRule | None = None,
 ) -> Op:
     """Registers a linear (or affine) JAX primitive."""
     if kind not in LINEAR_KINDS:
         raise ValueError(f"a linear op's kind is one of {sorted(LINEAR_KINDS)}, got {kind!r}")
     monotone = kind == "structural"  # non-negative coefficients: endpoints map to endpoints
-    return _register(Op(name, kind, operands, offset, monotone, lipschitz, disjoint, impl=None))
+    return _register(
+        Op(name, kind, operands, offset, monotone, lipschitz, disjoint, impl=None, batch=batch)
+    )
 
 
 def defactivation(
@@ -116,10 +122,13 @@ def defactivation(
     *,
     lipschitz: LipschitzRule,
     monotone: bool = True,
+    batch: BatchRule | None = None,
 ) -> Op:
     """Registers a non-linear graph node; ``impl(node, *operands)`` evaluates a synthetic
     one (None: the node keeps the JAX primitive it was traced from)."""
-    return _register(Op(name, "activation", (0,), False, monotone, lipschitz, False, impl))
+    return _register(
+        Op(name, "activation", (0,), False, monotone, lipschitz, False, impl, batch=batch)
+    )
 
 
 def defmonotone(name: str, *, lipschitz: float | None = None, call: bool = False) -> Op:
@@ -188,11 +197,124 @@ def rule_table(
     return table
 
 
+# ---------------------------------------------------------- batch independence
+
+
+def _axes_exclude_batch(param: str, what: str) -> BatchRule:
+    """A rule for ops whose ``param`` lists axes: the batch axis must not be one."""
+
+    def rule(node: Any, shapes: list[tuple[int, ...]]) -> str | None:
+        axes = node.params[param]
+        axes = (axes,) if isinstance(axes, int) else tuple(axes)
+        return f"it {what} the batch axis" if 0 in axes else None
+
+    return rule
+
+
+def _window_keeps_batch(node: Any, shapes: list[tuple[int, ...]]) -> str | None:
+    p = node.params
+    one = (
+        p["window_dimensions"][0] == 1
+        and p["window_strides"][0] == 1
+        and tuple(p["padding"][0]) == (0, 0)
+        and (p.get("base_dilation") or (1,))[0] == 1
+    )
+    return None if one else "its window spans several examples (the batch axis)"
+
+
+def _transpose_batch(node: Any, shapes: list[tuple[int, ...]]) -> str | None:
+    return None if node.params["permutation"][0] == 0 else "it moves the batch axis"
+
+
+def _reshape_batch(node: Any, shapes: list[tuple[int, ...]]) -> str | None:
+    dims = node.params.get("dimensions")
+    if dims is not None and dims[0] != 0:
+        return "it moves the batch axis"
+    # Row-major: with the leading size kept, each example's entries stay in its row.
+    return None if shapes[0][0] == node.shape[0] else "it merges or splits examples"
+
+
+def _slice_batch(node: Any, shapes: list[tuple[int, ...]]) -> str | None:
+    p = node.params
+    whole = p["start_indices"][0] == 0 and p["limit_indices"][0] == shapes[0][0]
+    if not whole or (p.get("strides") or (1,))[0] != 1:
+        return "it slices the batch axis"
+    return None
+
+
+def _dynamic_slice_batch(node: Any, shapes: list[tuple[int, ...]]) -> str | None:
+    # A full-size slice along the batch axis starts at 0 whatever the index (clamped).
+    ok = node.params["slice_sizes"][0] == shapes[0][0]
+    return None if ok else "it slices the batch axis"
+
+
+def _pad_batch(node: Any, shapes: list[tuple[int, ...]]) -> str | None:
+    ok = tuple(node.params["padding_config"][0]) == (0, 0, 0)
+    return None if ok else "it pads the batch axis"
+
+
+def _broadcast_batch(node: Any, shapes: list[tuple[int, ...]]) -> str | None:
+    dims = node.params["broadcast_dimensions"]
+    ok = bool(dims) and dims[0] == 0 and shapes[0][0] == node.shape[0]
+    return None if ok else "it broadcasts across the batch axis"
+
+
+def _concatenate_batch(node: Any, shapes: list[tuple[int, ...]]) -> str | None:
+    return "it concatenates along the batch axis" if node.params["dimension"] == 0 else None
+
+
+def _tile_batch(node: Any, shapes: list[tuple[int, ...]]) -> str | None:
+    return "it tiles the batch axis" if node.params["reps"][0] != 1 else None
+
+
+def _dot_general_batch(node: Any, shapes: list[tuple[int, ...]]) -> str | None:
+    """Output axis 0 must be the bounded operand's axis 0, neither contracted nor moved.
+
+    dot_general's output axes are the batch axes, then the lhs's free axes, then the
+    rhs's; e.g. ``(B, 4, 5, 4) @ (4, 4, 3)`` batches over the 4 and puts it first.
+    """
+    (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = node.params["dimension_numbers"]
+    (side,) = node.bounded  # linear: exactly one bounded operand
+    contract, batch = (lhs_contract, lhs_batch) if side == 0 else (rhs_contract, rhs_batch)
+    if 0 in contract:
+        return "it contracts (sums over) the batch axis"
+    if batch:
+        first = batch[0]
+    elif side == 1 and len(shapes[0]) > len(lhs_contract):
+        return "the constant's free axes come first: the batch axis moves"
+    else:
+        first = min(d for d in range(len(shapes[side])) if d not in contract)
+    return None if first == 0 else "it moves the batch axis"
+
+
+def _conv_batch(node: Any, shapes: list[tuple[int, ...]]) -> str | None:
+    if node.bounded != (0,):
+        return "the kernel depends on the input"
+    dims = node.params["dimension_numbers"]
+    if dims.lhs_spec[0] != 0 or dims.out_spec[0] != 0:
+        return "the batch axis is not the convolution's leading batch dimension"
+    if node.params.get("batch_group_count", 1) != 1:
+        return "batch groups mix examples"
+    return None
+
+
+def _gather_batch(node: Any, shapes: list[tuple[int, ...]]) -> str | None:
+    d = node.params["dimension_numbers"]
+    if 0 in d.operand_batching_dims:  # e.g. take_along_axis: indices batched with x
+        k = d.operand_batching_dims.index(0)
+        ok = d.start_indices_batching_dims[k] == 0 and 0 not in d.offset_dims
+        return None if ok else "it gathers across examples"
+    if 0 in d.start_index_map or 0 in d.collapsed_slice_dims:
+        return "it indexes the batch axis"
+    whole = node.params["slice_sizes"][0] == shapes[0][0]
+    return None if whole and d.offset_dims and d.offset_dims[0] == 0 else "it moves the batch axis"
+
+
 # ----------------------------------------------------------------------- linear ops
 
 # Weighted: the constant operand is a weight (interval radii go through |weight|).
-deflinear("dot_general", "weighted", "one", lipschitz="spectral")
-deflinear("conv_general_dilated", "weighted", "one", lipschitz="spectral")
+deflinear("dot_general", "weighted", "one", lipschitz="spectral", batch=_dot_general_batch)
+deflinear("conv_general_dilated", "weighted", "one", lipschitz="spectral", batch=_conv_batch)
 deflinear("mul", "weighted", "one")
 deflinear("div", "weighted", (0,))
 # Sums: several operands may be bounded (residual connections).
@@ -201,19 +323,32 @@ deflinear("add_any", "sum", "any", offset=True)
 deflinear("sub", "sum", "any", offset=True)
 deflinear("neg", "sum", (0,), lipschitz="moves")
 # Structural maps with non-negative coefficients.
-deflinear("concatenate", "structural", "any", offset=True, disjoint=True)
+deflinear("concatenate", "structural", "any", offset=True, disjoint=True, batch=_concatenate_batch)
 deflinear("stack", "structural", "any", disjoint=True)
-deflinear("split", "structural")
+deflinear("split", "structural", batch=_axes_exclude_batch("axis", "splits"))
 deflinear("select_n", "structural", "cases", offset=True)
-deflinear("pad", "structural", offset=True, lipschitz="moves")
+deflinear("pad", "structural", offset=True, lipschitz="moves", batch=_pad_batch)
 deflinear("dynamic_update_slice", "structural", (0, 1), offset=True)
-for _name in ("reshape", "transpose", "squeeze", "expand_dims", "rev", "slice", "dynamic_slice"):
-    deflinear(_name, "structural", lipschitz="moves")
+_STRUCTURAL_BATCH: dict[str, BatchRule | None] = {
+    "reshape": _reshape_batch,
+    "transpose": _transpose_batch,
+    "squeeze": _axes_exclude_batch("dimensions", "squeezes"),
+    "expand_dims": _axes_exclude_batch("dimensions", "inserts an axis before"),
+    "rev": _axes_exclude_batch("dimensions", "reverses"),
+    "slice": _slice_batch,
+    "dynamic_slice": _dynamic_slice_batch,
+}
+for _name, _rule in _STRUCTURAL_BATCH.items():
+    deflinear(_name, "structural", lipschitz="moves", batch=_rule)
 for _name in ("copy", "copy_p", "convert_element_type", "sharding_constraint"):
     deflinear(_name, "structural", lipschitz="moves")
 deflinear("optimization_barrier", "structural", lipschitz="moves")
-for _name in ("broadcast_in_dim", "reduce_sum", "reduce_window_sum", "cumsum", "gather", "tile"):
-    deflinear(_name, "structural")
+deflinear("broadcast_in_dim", "structural", batch=_broadcast_batch)
+deflinear("reduce_sum", "structural", batch=_axes_exclude_batch("axes", "sums over"))
+deflinear("reduce_window_sum", "structural", batch=_window_keeps_batch)
+deflinear("cumsum", "structural", batch=_axes_exclude_batch("axis", "sums along"))
+deflinear("gather", "structural", batch=_gather_batch)
+deflinear("tile", "structural", batch=_tile_batch)
 
 
 # ---------------------------------------------------------------------- activations
@@ -233,8 +368,10 @@ def _monotone_lipschitz(node: Any) -> float | None:
 defactivation("relu", lambda node, z: jax.nn.relu(z), lipschitz=1.0)
 defactivation("leaky_relu", lambda node, z: jnp.maximum(z, node.params["slope"] * z), lipschitz=1.0)
 defactivation("monotone", lambda node, z: node.fn(z), lipschitz=_monotone_lipschitz)
-defactivation("max_pool", None, lipschitz=_max_pool_lipschitz)
-defactivation("reduce_max", None, lipschitz=1.0)
+defactivation("max_pool", None, lipschitz=_max_pool_lipschitz, batch=_window_keeps_batch)
+defactivation(
+    "reduce_max", None, lipschitz=1.0, batch=_axes_exclude_batch("axes", "takes the max over")
+)
 
 
 # ------------------------------------------------------------ monotone functions

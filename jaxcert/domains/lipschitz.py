@@ -64,7 +64,16 @@ _MAX_EXACT_ENTRIES = 1 << 24
 def unit_graph(fn: Callable[[Array], Array], input_set: InputSet) -> Graph:
     """``fn`` traced on one example: the per-example linear maps, whatever the batch."""
     dtype = jnp.result_type(input_set.bounding_box()[0])
-    return trace(fn, (1, *input_set.shape[1:]), dtype)
+    try:
+        return trace(fn, (1, *input_set.shape[1:]), dtype)
+    # The batched trace succeeded, so a failure here is particular to a batch of 1: a
+    # reshape to a fixed batch size, an axis of size 1 that JAX squeezes away.
+    except (TypeError, ValueError, UnsupportedOperation) as err:
+        raise ValueError(
+            "BCP and LMT trace fn on one example to bound its layers' Lipschitz "
+            f"constants, and fn fails on a batch of 1 ({err}); make fn independent of the "
+            "batch size, or pass lipschitz= constants"
+        ) from err
 
 
 def _single_operand(node: Node) -> bool:

@@ -276,8 +276,19 @@ def _full_precision(node: Node) -> dict[str, Any]:
     return node.params
 
 
+def _operand_shapes(graph: GraphBuilder | Graph, node: Node) -> list[tuple[int, ...]]:
+    return [
+        graph.nodes[a.index].shape if isinstance(a, Ref) else tuple(jnp.shape(a)) for a in node.args
+    ]
+
+
 def check_linear(graph: Graph) -> Graph:
-    """Checks every node's operands, batch axis and dtype; forces full precision."""
+    """Checks every node's operands, dtype and batch axis; forces full precision.
+
+    Examples must stay independent: each node's output row ``b`` may depend on row ``b``
+    of its bounded operands only (the op registry's ``batch`` rules), since the engine
+    bounds every example as if it were alone.
+    """
     batch = graph.nodes[0].shape[0]
     builder = GraphBuilder(graph.nodes[0])
     for node in graph.nodes[1:]:
@@ -290,6 +301,21 @@ def check_linear(graph: Graph) -> Graph:
                 raise UnsupportedOperation(
                     node.op, node.source, "conversion of a bounded value to a non-float type"
                 )
+        if jnp.finfo(node.dtype).bits < 32:
+            raise UnsupportedOperation(
+                node.op,
+                node.source,
+                f"a bounded value in {jnp.dtype(node.dtype).name}: rounding that coarse can "
+                "break soundness; compute in float32 (e.g. cast the parameters)",
+            )
+        mixing = op.batch(node, _operand_shapes(graph, node)) if op.batch and node.shape else None
+        if mixing is not None:
+            raise UnsupportedOperation(
+                node.op,
+                node.source,
+                f"{mixing}, so examples would not be bounded independently; jaxcert bounds "
+                "functions that treat examples independently",
+            )
         if not node.shape or node.shape[0] != batch:
             raise UnsupportedOperation(
                 node.op,

@@ -24,6 +24,7 @@ import jax
 import jax.extend.core as jcore
 
 from jaxcert.graph.ir import Graph, GraphBuilder, Node, Ref
+from jaxcert.graph.source import has_user_frame
 
 Array = jax.Array
 
@@ -83,7 +84,12 @@ class _Walker:
         self.builder = builder
         self.keep_calls = keep_calls
 
-    def run(self, jaxpr: Any, consts: Sequence[Any], args: Sequence[Any]) -> list[Any]:
+    def run(
+        self, jaxpr: Any, consts: Sequence[Any], args: Sequence[Any], call_site: Any = None
+    ) -> list[Any]:
+        """Walks ``jaxpr``; ``call_site`` is the source of the call being inlined: its
+        equations are attributed to it when their own traceback holds no user frame (the
+        insides of a library function such as ``jnp.take``)."""
         env: dict[Any, Any] = {}
 
         def read(v: Any) -> Any:
@@ -94,6 +100,8 @@ class _Walker:
         for var, val in zip(jaxpr.invars, args, strict=True):
             env[var] = val
         for eqn in jaxpr.eqns:
+            if call_site is not None and not has_user_frame(eqn.source_info):
+                eqn = eqn.replace(source_info=call_site)
             outvals = self.equation(eqn, [read(v) for v in eqn.invars])
             for var, val in zip(eqn.outvars, outvals, strict=True):
                 if not isinstance(var, jcore.DropVar):
@@ -108,9 +116,10 @@ class _Walker:
             kept = self.kept_call(sub, invals, eqn)
             if kept is not None:
                 return [kept]
+            site = eqn.source_info if has_user_frame(eqn.source_info) else None
             if isinstance(sub, jcore.ClosedJaxpr):
-                return self.run(sub.jaxpr, sub.consts, invals)
-            return self.run(sub, [], invals)
+                return self.run(sub.jaxpr, sub.consts, invals, site)
+            return self.run(sub, [], invals, site)
         _, params = bind_params(eqn)
         refs = [
             self.builder.emit(
