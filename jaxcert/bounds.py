@@ -131,8 +131,16 @@ class TracedNetwork:
             raise TypeError(
                 f"input_set must be a jaxcert input set, got {type(input_set).__name__}"
             )
+        if not input_set.shape or input_set.shape[0] == 0:
+            raise ValueError(f"the input set holds no examples (shape {input_set.shape})")
         self.fn, self.input_set = fn, input_set
         self.dtype = jnp.result_type(input_set.bounding_box()[0])
+        if jnp.finfo(self.dtype).bits < 32:
+            raise ValueError(
+                f"jaxcert bounds inputs in float32 or float64, got {jnp.dtype(self.dtype).name}: "
+                "rounding that coarse can break soundness; cast the input set's arrays (and "
+                "the model's parameters) to float32"
+            )
         self.graph = trace(fn, input_set.shape, self.dtype)
         self._ibp: list[Interval] | None = None
         self._crown: dict[tuple[str, int | None, bool], list[Interval]] = {}
@@ -160,12 +168,13 @@ class TracedNetwork:
         return self._crown[key]
 
     def spec_matrix(self, spec: Array | None) -> Array:
-        """The specification as ``(batch, n_spec, *out_shape[1:])`` in the input's dtype
+        """The specification as ``(batch, n_spec, *out_shape[1:])`` in the output's dtype
         (None: the identity, bounds of every output)."""
-        out_shape = self.graph.nodes[self.graph.output].shape
+        out = self.graph.nodes[self.graph.output]
+        out_shape, dtype = out.shape, out.dtype
         batch, n_out = out_shape[0], math.prod(out_shape[1:])
         if spec is None:
-            eye = jnp.eye(n_out, dtype=self.dtype).reshape((1, n_out, *out_shape[1:]))
+            eye = jnp.eye(n_out, dtype=dtype).reshape((1, n_out, *out_shape[1:]))
             return jnp.broadcast_to(eye, (batch, n_out, *out_shape[1:]))
         spec = jnp.asarray(spec)
         if spec.ndim != 3 or spec.shape[0] != batch or spec.shape[2] != n_out:
@@ -173,7 +182,7 @@ class TracedNetwork:
                 f"spec must have shape (batch, n_spec, n_out) = ({batch}, n_spec, {n_out}) "
                 f"for this function's output of shape {out_shape}, got {spec.shape}"
             )
-        return spec.reshape((batch, spec.shape[1], *out_shape[1:])).astype(self.dtype)
+        return spec.reshape((batch, spec.shape[1], *out_shape[1:])).astype(dtype)
 
     def bound(
         self,
@@ -190,5 +199,17 @@ class TracedNetwork:
         resolved.check(self)
         A = None if spec is None else self.spec_matrix(spec)
         lower, upper, intervals = resolved.bounds(self, A, bound_upper)
+        lower, upper = _overflow_to_infinity(lower, upper, self.input_set.bounding_box())
         inter = _intermediate(self.graph, intervals) if return_intermediate else None
         return Bounds(lower, upper, inter)
+
+
+def _overflow_to_infinity(lower: Array, upper: Array, box: Interval) -> tuple[Array, Array]:
+    """NaN bounds of an example with a finite input box came from arithmetic (infinite
+    intervals met as ``inf - inf``, e.g. a huge eps): they are ``-inf``/``+inf``, sound and
+    plain. An example whose box is NaN (an invalid set under ``jit``) stays NaN."""
+    rows = lambda a: a.reshape(a.shape[0], -1)  # noqa: E731
+    finite = jnp.all(jnp.isfinite(rows(box[0])) & jnp.isfinite(rows(box[1])), axis=1)[:, None]
+    lower = jnp.where(finite & jnp.isnan(lower), -jnp.inf, lower)
+    upper = jnp.where(finite & jnp.isnan(upper), jnp.inf, upper)
+    return lower, upper

@@ -205,8 +205,9 @@ def validate(c: Any) -> None:
     unknown = [m for m in v.verifiers if m not in METHODS]
     if unknown:
         _fail("certify.verifiers", f"unknown verifier(s) {unknown}; one of {tuple(METHODS)}")
-    if any(e < 0 for e in v.eps_grid):
-        _fail("certify.eps_grid", "every eps must be >= 0")
+    for e in v.eps_grid:
+        if isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 <= e < float("inf"):
+            _fail("certify.eps_grid", f"every eps must be a finite number >= 0, got {e!r}")
     for key in ("pgd_steps", "pgd_restarts", "batch_size", "opt_steps"):
         if v[key] < 1:
             _fail(f"certify.{key}", f"must be >= 1, got {v[key]}")

@@ -49,6 +49,22 @@ def _arraylike(*xs: Any) -> bool:
     return all(isinstance(x, (jax.Array, np.ndarray, np.generic, int, float)) for x in xs)
 
 
+def _arrays_from_sequences(obj: Any, *names: str) -> None:
+    """Array fields given as lists or tuples of numbers become arrays, so that they are
+    validated like arrays (``LinfBall(x, [-0.3])`` must not skip the checks)."""
+    for name in names:
+        value = getattr(obj, name)
+        if isinstance(value, (list, tuple)):
+            object.__setattr__(obj, name, jnp.asarray(value))
+
+
+def _check_finite(x: Any, what: str) -> None:
+    value = _concrete(x)
+    if value is not None and not np.all(np.isfinite(value)):
+        bad = int(np.sum(~np.isfinite(value)))
+        raise ValueError(f"{what} must be finite; it has {bad} NaN or infinite entries")
+
+
 def _check_eps(eps: Any, name: str = "eps") -> None:
     value = _concrete(eps)
     if value is None:
@@ -65,6 +81,8 @@ def _check_clip(clip: tuple[Any, Any] | None) -> None:
     if len(clip) != 2:
         raise ValueError(f"clip must be a (low, high) pair, got {clip!r}")
     low, high = (_concrete(c) for c in clip)
+    if any(v is not None and np.any(np.isnan(v)) for v in (low, high)):
+        raise ValueError(f"clip must not be NaN, got {clip!r}")
     if low is not None and high is not None and np.any(low > high):
         raise ValueError(f"clip low must be <= high, got {clip!r}")
 
@@ -218,6 +236,7 @@ class Box(InputSet):
     upper: Array
 
     def __post_init__(self) -> None:
+        _arrays_from_sequences(self, "lower", "upper")
         if not _arraylike(self.lower, self.upper):
             return
         if jnp.shape(self.lower) != jnp.shape(self.upper):
@@ -295,8 +314,10 @@ class _Ball(InputSet):
     clip: tuple[Any, Any] | None = None
 
     def __post_init__(self) -> None:
+        _arrays_from_sequences(self, "center", "eps")
         if not _arraylike(self.center, self.eps):
             return
+        _check_finite(self.center, "the center")
         _check_eps(self.eps)
         _check_clip(self.clip)
         self._check_eps_shape(jnp.shape(self.eps), jnp.shape(self.center))
@@ -342,7 +363,10 @@ class LinfBall(_Ball):
         if self.clip is not None:
             lo = jnp.clip(lo, self.clip[0], self.clip[1])
             hi = jnp.clip(hi, self.clip[0], self.clip[1])
-        valid = True if _concrete(eps) is not None else jnp.all(jnp.isfinite(eps) & (eps >= 0))
+        concrete = _concrete(eps) is not None and _concrete(self.center) is not None
+        valid = True if concrete else jnp.all(jnp.isfinite(eps) & (eps >= 0))
+        if not concrete:  # a NaN or infinite centre (clipped, inf would look like 1.0)
+            valid = valid & jnp.all(jnp.isfinite(self.center))
         return _poison(valid, lo, hi)
 
     def concretize(self, A: Array, bias: Array | None = None) -> tuple[Array, Array]:
@@ -561,8 +585,12 @@ class L0Ball(InputSet):
     clip: tuple[Any, Any] = (0.0, 1.0)
 
     def __post_init__(self) -> None:
+        _arrays_from_sequences(self, "center")
         if not _arraylike(self.center):
             return
+        _check_finite(self.center, "the center")
+        if self.clip is not None:
+            _check_finite(jnp.asarray(self.clip, dtype=jnp.float32), "L0Ball's clip range")
         if not isinstance(self.k, (int, np.integer)) or isinstance(self.k, bool) or self.k < 0:
             raise ValueError(f"L0Ball k must be an int >= 0, got {self.k!r}")
         if self.clip is None:

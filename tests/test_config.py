@@ -85,3 +85,11 @@ def test_training_norm_is_asked_of_the_method():
         validate(c)
     c.method.name = "bcp"
     validate(c)
+
+
+@pytest.mark.parametrize("grid", [(0.1, "a"), (0.1, float("nan")), (-0.1,), (True,)])
+def test_eps_grid_entries_are_checked(grid):
+    c = default_config()
+    c.certify.eps_grid = grid
+    with pytest.raises(ConfigError, match="certify.eps_grid"):
+        validate(c)

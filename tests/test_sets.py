@@ -438,3 +438,82 @@ def test_norm_balls_by_name():
     assert set(NORM_BALLS) == {"linf", "l2", "l1"}
     with pytest.raises(ValueError, match="unknown norm 'l7'"):
         norm_ball("l7", x, 0.5)
+
+
+# ------------------------------------------------------- bad input (issue 13)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda x: LinfBall(x, [-0.3]),
+        lambda x: LinfBall(x, (-0.3,)),
+        lambda x: L2Ball(x, [-1.0]),
+        lambda x: Box(list(map(list, np.asarray(x) + 0.1)), list(map(list, np.asarray(x)))),
+    ],
+    ids=["linf-list", "linf-tuple", "l2-list", "box-lists"],
+)
+def test_sequences_are_validated_like_arrays(make):
+    # A negative eps given as a list once skipped every check and certified a false margin.
+    with pytest.raises(ValueError, match="eps|lower > upper"):
+        make(jnp.array([[0.5, 0.2]]))
+
+
+def test_sequences_become_arrays_and_bound_as_arrays():
+    fn = lambda z: z @ jnp.array([[1.0], [-1.0]])  # noqa: E731
+    from_list = jaxcert.bound(fn, LinfBall([[0.5, 0.2]], [0.1]), "ibp")
+    from_array = jaxcert.bound(fn, LinfBall(jnp.array([[0.5, 0.2]]), 0.1), "ibp")
+    np.testing.assert_allclose(from_list.lower, from_array.lower)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("kind", ["linf", "l2", "l0"])
+def test_non_finite_centers_are_refused(kind, bad):
+    x = jnp.array([[bad, 0.5]])
+    make = {"linf": lambda: LinfBall(x, 0.1, clip=(0, 1)), "l2": lambda: L2Ball(x, 0.1)}
+    make["l0"] = lambda: L0Ball(x, 1)
+    with pytest.raises(ValueError, match="center must be finite"):
+        make[kind]()
+
+
+def test_non_finite_centers_under_jit_give_nan_not_a_clipped_bound():
+    # Under jit the values are unknown: inf clipped to [0, 1] must not pass for 1.0.
+    fn = lambda z: 2.0 * z  # noqa: E731
+    b = jax.jit(lambda x: jaxcert.bound(fn, LinfBall(x, 0.1, clip=(0.0, 1.0)), "crown"))(
+        jnp.array([[jnp.inf, 0.5]])
+    )
+    assert np.all(np.isnan(np.asarray(b.lower)))
+
+
+def test_nan_clip_is_refused():
+    with pytest.raises(ValueError, match="clip must not be NaN"):
+        LinfBall(jnp.zeros((1, 2)), 0.1, clip=(float("nan"), 1.0))
+
+
+def test_overflowing_bounds_are_infinite_not_nan():
+    # eps = 3e38 keeps the box finite but the intervals overflow: inf - inf gave NaN.
+    fn = lambda z: jax.nn.relu(z @ jnp.array([[1.0, -1.0], [2.0, 1.0]])) @ jnp.ones((2, 1))  # noqa: E731
+    s = LinfBall(jnp.array([[0.5, 0.2]]), 3e38)
+    for method in ("ibp", "crown-ibp", "crown"):
+        b = jaxcert.bound(fn, s, method)
+        assert float(b.lower[0, 0]) == -np.inf and float(b.upper[0, 0]) == np.inf, method
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_low_precision_inputs_are_refused_clearly(dtype):
+    x = jnp.array([[0.5, 0.2]], dtype)
+    s = LinfBall(x, 0.1)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        jaxcert.bound(lambda z: z @ jnp.ones((2, 3), dtype), s, "crown", spec=jnp.ones((1, 1, 3)))
+
+
+def test_low_precision_inside_the_function_is_refused_clearly():
+    x = jnp.array([[0.5, 0.2]])
+    fn = lambda z: z.astype(jnp.bfloat16) @ jnp.ones((2, 3), jnp.bfloat16)  # noqa: E731
+    with pytest.raises(jaxcert.UnsupportedOperation, match="bfloat16"):
+        jaxcert.bound(fn, LinfBall(x, 0.1), "ibp")
+
+
+def test_an_empty_batch_is_refused_clearly():
+    with pytest.raises(ValueError, match="no examples"):
+        jaxcert.bound(lambda z: 2.0 * z, LinfBall(jnp.zeros((0, 3)), 0.1), "crown")
