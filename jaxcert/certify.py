@@ -28,6 +28,8 @@ from jaxcert.losses import verified
 from jaxcert.options import with_options
 from jaxcert.sets import norm_ball
 from jaxcert.specs import margin_spec
+from jaxcert.train import restore_params
+from jaxcert.workdir import locked
 from jaxcert.xla_options import jit as xla_jit
 
 Array = jax.Array
@@ -181,8 +183,11 @@ def write_report(report: dict[str, Any], workdir: str | Path) -> dict[str, Path]
     paths["json"].write_text(json.dumps(report, indent=2))
 
     ve = report["verified_error"]
+    loaded = report.get("checkpoint_step")
+    of_step = f", checkpoint step {loaded}" if loaded is not None else ""
     lines = [
-        f"# Certification at eps = {report['eps']:g} ({report['num_examples']} test examples)",
+        f"# Certification at eps = {report['eps']:g} ({report['num_examples']} test "
+        f"examples{of_step})",
         "",
         "| metric | error (%) |",
         "|---|---:|",
@@ -228,9 +233,13 @@ def write_report(report: dict[str, Any], workdir: str | Path) -> dict[str, Path]
 
 
 def certify(config: Any, workdir: str | Path) -> dict[str, Any]:
-    """Loads the latest checkpoint in ``workdir`` and writes the certify report."""
-    from jaxcert.train import restore_params
+    """Loads the newest readable checkpoint in ``workdir`` and writes the certify report
+    (which names the checkpoint step it certified)."""
+    with locked(workdir):
+        return _certify(config, Path(workdir))
 
+
+def _certify(config: Any, workdir: Path) -> dict[str, Any]:
     exp, params, step = restore_params(config, workdir)
     apply_fn = exp.apply_fn
     if config.certify.ensemble_workdirs:

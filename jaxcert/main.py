@@ -2,7 +2,11 @@
 
 Modes: ``train``, ``certify`` (latest checkpoint of ``--workdir``) and
 ``train_and_certify`` (default). Unknown or ill-typed keys are refused by
-``ml_collections``; impossible values by :func:`jaxcert.config.validate`.
+``ml_collections``; impossible values by :func:`jaxcert.config.validate`. Every
+anticipated error (:class:`jaxcert.errors.JaxcertError`: config, data, checkpoints, a
+busy work directory, divergence) prints one line and exits with status 2; an
+interruption (SIGINT, SIGTERM) with 130 once the in-flight checkpoint is written;
+unexpected errors keep their traceback.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from pathlib import Path
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxcert.config import ConfigError, default_config, validate
+from jaxcert.config import default_config, validate
+from jaxcert.errors import JaxcertError, TrainingInterrupted
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -54,7 +59,10 @@ def main(argv: list[str]) -> None:
         config = default_config()
     try:
         run(config, FLAGS.workdir, FLAGS.mode)
-    except (ConfigError, FileNotFoundError) as e:
+    except TrainingInterrupted as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        sys.exit(130)
+    except JaxcertError as e:  # anticipated: one line; anything else keeps its traceback
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 

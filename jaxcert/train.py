@@ -6,18 +6,28 @@
   axis); parameters are replicated. One device or several run the same program.
 * Randomness per step is ``fold_in(key, step)`` and the data order depends only on
   ``(seed, epoch)``, so a run resumed from a checkpoint repeats the uninterrupted one.
-* Checkpoints (orbax) are written every ``checkpoint_every_steps`` and at the end, and
-  only from finite states: a NaN/inf loss stops the run with a message naming the
-  step and the last good checkpoint, which stays on disk.
+* Checkpoints (orbax, :mod:`jaxcert.checkpoints`) are written every
+  ``checkpoint_every_steps`` and at the end, from finite states, and kept until the next
+  step proves them good. A non-finite loss or gradient, or a loss above
+  ``train.max_loss`` (divergence), stops the run with a message naming the step and the
+  last good checkpoint; the unproven ones are discarded, so a resume starts from a state
+  that trained well. A corrupt latest checkpoint is skipped (with a warning) for the
+  newest readable one.
+* One run per work directory (:mod:`jaxcert.workdir`); SIGINT and SIGTERM (preemption)
+  let the in-flight checkpoint finish, and a resume rewrites ``metrics.jsonl`` so that it
+  holds one row per step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,18 +36,31 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxcert import data as data_lib
 from jaxcert import schedules as sched
+from jaxcert.checkpoints import Checkpoints
+from jaxcert.errors import CheckpointError, TrainingDiverged, TrainingInterrupted, WorkdirLocked
 from jaxcert.methods import make_loss
 from jaxcert.models import get_model
+from jaxcert.workdir import locked
 from jaxcert.xla_options import jit as xla_jit
 
 Array = jax.Array
 
-__all__ = ["TrainState", "Experiment", "build", "make_train_step", "train", "restore_params"]
+__all__ = [
+    "TrainState",
+    "Experiment",
+    "build",
+    "make_train_step",
+    "train",
+    "restore_params",
+    "CheckpointError",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "WorkdirLocked",
+]
 
 
 @flax.struct.dataclass
@@ -225,18 +248,6 @@ def init_state(exp: Experiment, seed: int) -> TrainState:
     )
 
 
-def _restore(manager: ocp.CheckpointManager, step: int, template: TrainState) -> TrainState:
-    """Restores ``step``; checkpoints written before ``method_state`` existed load too."""
-    try:
-        return manager.restore(step, args=ocp.args.StandardRestore(template))
-    except ValueError:
-        fields = {k: getattr(template, k) for k in ("step", "params", "opt_state", "key")}
-        old = manager.restore(step, args=ocp.args.StandardRestore(fields))
-        return TrainState(
-            **old, method_state=template.method_state, batch_stats=template.batch_stats
-        )
-
-
 def make_train_step(exp: Experiment, augment: bool) -> Callable[..., tuple[TrainState, dict]]:
     """``step(state, x, y, use_linear) -> (state, metrics)``, pure; the caller jits it.
 
@@ -278,7 +289,12 @@ def make_train_step(exp: Experiment, augment: bool) -> Callable[..., tuple[Train
             )
         updates, opt_state = exp.optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {**metrics, **hparams, "lr": exp.learning_rate(state.step)}
+        metrics = {
+            **metrics,
+            **hparams,
+            "lr": exp.learning_rate(state.step),
+            "grad_norm": optax.tree.norm(grads),
+        }
         new_state = dataclasses.replace(
             state,
             step=state.step + 1,
@@ -296,11 +312,6 @@ def _mesh() -> Mesh:
     return Mesh(np.array(jax.devices()), ("data",))
 
 
-def _checkpoint_manager(workdir: Path, keep: int) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    return ocp.CheckpointManager((workdir / "checkpoints").absolute(), options=options)
-
-
 def _all_finite(tree: Any) -> bool:
     return all(
         bool(jnp.all(jnp.isfinite(leaf)))
@@ -314,21 +325,24 @@ def _to_python(metrics: dict[str, Array]) -> dict[str, float]:
 
 
 def restore_params(config: Any, workdir: str | Path) -> tuple[Experiment, Any, int]:
-    """The experiment and the parameters of the latest checkpoint in ``workdir``.
+    """The experiment and the parameters of the newest readable checkpoint in ``workdir``.
 
     For batch-norm models the "parameters" are ``{"params", "batch_stats"}`` (the
-    running averages), which ``exp.apply_fn`` evaluates in eval mode."""
-    workdir = Path(workdir)
+    running averages), which ``exp.apply_fn`` evaluates in eval mode. An unreadable
+    newer checkpoint is skipped with a warning naming it.
+
+    Raises:
+      CheckpointError: no checkpoint, or none readable.
+    """
     exp = build(config)
-    manager = _checkpoint_manager(workdir, config.train.keep_checkpoints)
-    latest = manager.latest_step()
-    if latest is None:
-        raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}: train first")
-    template = init_state(exp, config.seed)
-    state = _restore(manager, latest, template)
+    checkpoints = Checkpoints(workdir, config.train.keep_checkpoints)
+    try:
+        state, step, _ = checkpoints.restore_latest(init_state(exp, config.seed))
+    finally:
+        checkpoints.close()
     if exp.bn_momentum is not None:  # what exp.apply_fn takes for batch-norm models
-        return exp, {"params": state.params, "batch_stats": state.batch_stats}, int(latest)
-    return exp, state.params, int(latest)
+        return exp, {"params": state.params, "batch_stats": state.batch_stats}, step
+    return exp, state.params, step
 
 
 @functools.lru_cache(maxsize=8)
@@ -404,9 +418,60 @@ def train(config: Any, workdir: str | Path, *, progress: bool = True) -> tuple[T
     Returns:
       The final state and the list of logged metric records (also in
       ``workdir/metrics.jsonl``).
+
+    Raises:
+      TrainingDiverged: a non-finite loss or gradient, or a loss above
+        ``train.max_loss``; the message names the last good checkpoint.
+      TrainingInterrupted: SIGINT or SIGTERM, after the in-flight checkpoint finished.
+      WorkdirLocked: another run holds ``workdir``.
     """
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    with locked(workdir), _interrupts_as_exceptions():
+        return _train(config, workdir, progress)
+
+
+@contextlib.contextmanager
+def _interrupts_as_exceptions() -> Iterator[None]:
+    """SIGTERM raises in the main thread as SIGINT does, so that ``finally`` blocks (the
+    in-flight checkpoint) run before a preempted job exits."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _keep_metrics_up_to(path: Path, step: int) -> None:
+    """Drops the rows after ``step`` (logged before an interruption, about to be
+    logged again by the resumed run): one row per step."""
+    if not path.exists():
+        return
+    rows = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [line for line in rows if json.loads(line).get("step", 0) <= step]
+    if len(kept) != len(rows):
+        path.write_text("".join(line + "\n" for line in kept))
+
+
+def _divergence(values: dict[str, float], max_loss: float) -> str | None:
+    """Why this step's metrics say training diverged, or None."""
+    loss = values["loss"]
+    if not np.isfinite(loss):
+        return f"non-finite loss ({loss})"
+    if not np.isfinite(values.get("grad_norm", 0.0)):
+        return f"non-finite gradient (norm {values['grad_norm']})"
+    if loss > max_loss:
+        return f"loss {loss:.4g} above train.max_loss = {max_loss:g} (divergence)"
+    return None
+
+
+def _train(config: Any, workdir: Path, progress: bool) -> tuple[TrainState, list]:
     exp = build(config)
     t = config.train
     n_devices = jax.device_count()
@@ -419,21 +484,22 @@ def train(config: Any, workdir: str | Path, *, progress: bool = True) -> tuple[T
     sharded = NamedSharding(mesh, PartitionSpec("data"))
 
     state = init_state(exp, config.seed)
-    manager = _checkpoint_manager(workdir, t.keep_checkpoints)
-    latest = manager.latest_step()
-    if latest is not None:
-        state = _restore(manager, latest, state)
+    checkpoints = Checkpoints(workdir, t.keep_checkpoints)
+    if checkpoints.steps():
+        state, latest, broken = checkpoints.restore_latest(state)
+        checkpoints.move_aside([s for s in broken if s > latest])
     state = jax.device_put(state, replicated)
     start_step = int(state.step)
+    metrics_path = workdir / "metrics.jsonl"
+    _keep_metrics_up_to(metrics_path, start_step)
 
     step_fn = xla_jit(make_train_step(exp, config.data.augment), donate_argnums=0, static_argnums=3)
     adaptive = bool(config.method.get("adaptive_lambda", False))
     lam: Array | None = None
     records: list[dict] = []
-    metrics_path = workdir / "metrics.jsonl"
     bar = _progress(exp.total_steps, start_step, progress)
-    last_saved = latest
-    board = _TensorBoard(workdir)
+    board = _TensorBoard(workdir, purge_step=start_step + 1 if start_step else None)
+    global_step = start_step
     try:
         for epoch in range(start_step // exp.steps_per_epoch, t.epochs):
             batch_iter = data_lib.batches(
@@ -464,13 +530,18 @@ def train(config: Any, workdir: str | Path, *, progress: bool = True) -> tuple[T
                 state, metrics = step_fn(state, x, y, use_linear, lam)
                 values = _to_python(metrics)
                 values["step_time"] = time.perf_counter() - tic
-                if not np.isfinite(values["loss"]):
-                    raise FloatingPointError(
-                        f"non-finite loss ({values['loss']}) at step {global_step} "
-                        f"(epoch {epoch}); the last good checkpoint is step {last_saved} in "
-                        f"{workdir / 'checkpoints'}"
+                reason = _divergence(values, t.max_loss)
+                if reason is not None:
+                    dropped = checkpoints.discard_unverified()
+                    good = checkpoints.last_good()
+                    raise TrainingDiverged(
+                        f"{reason} at step {global_step + 1} (epoch {epoch}); the last good "
+                        f"checkpoint is step {good} in {workdir / 'checkpoints'}"
+                        + (f" (discarded the unproven step(s) {dropped})" if dropped else "")
+                        + "; lower train.lr or raise train.max_loss, then run again"
                     )
                 step_done = global_step + 1
+                checkpoints.verify_before(step_done)  # their state gave this good step
                 if step_done % t.log_every_steps == 0 or step_done == exp.total_steps:
                     record = {"step": step_done, "epoch": epoch, **values}
                     records.append(record)
@@ -479,14 +550,21 @@ def train(config: Any, workdir: str | Path, *, progress: bool = True) -> tuple[T
                     board.write(step_done, values)
                 if step_done % t.checkpoint_every_steps == 0 or step_done == exp.total_steps:
                     if _all_finite(state.params):
-                        manager.save(step_done, args=ocp.args.StandardSave(state))
-                        last_saved = step_done
+                        checkpoints.save(step_done, state)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{values['loss']:.3f}", eps=f"{values['eps']:.3f}")
+    except KeyboardInterrupt as err:
+        checkpoints.wait_until_finished()
+        saved = checkpoints.steps()
+        raise TrainingInterrupted(
+            f"interrupted ({err or 'SIGINT'}) at step {global_step}; the last checkpoint is "
+            f"step {saved[-1] if saved else None} in {workdir / 'checkpoints'}: run the same "
+            "command to resume"
+        ) from None
     finally:
         board.close()
-        manager.wait_until_finished()
+        checkpoints.close()
         if bar is not None:
             bar.close()
     return state, records
@@ -494,15 +572,16 @@ def train(config: Any, workdir: str | Path, *, progress: bool = True) -> tuple[T
 
 class _TensorBoard:
     """Scalars to TensorBoard event files in ``workdir/tensorboard`` when tensorboardX is
-    installed (``pip install jaxcert[tensorboard]``); otherwise nothing."""
+    installed (``pip install jaxcert[tensorboard]``); otherwise nothing. A resumed run
+    purges the events from ``purge_step`` on, which it logs again."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, purge_step: int | None = None):
         try:
             from tensorboardX import SummaryWriter
         except ImportError:
             self.writer = None
         else:
-            self.writer = SummaryWriter(str(workdir / "tensorboard"))
+            self.writer = SummaryWriter(str(workdir / "tensorboard"), purge_step=purge_step)
 
     def write(self, step: int, values: dict[str, float]) -> None:
         if self.writer is not None:

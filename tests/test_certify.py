@@ -115,3 +115,18 @@ def test_certify_an_ensemble_of_runs(trained, tmp_path):
     clean_error = 1 - float(np.mean(np.argmax(logits, -1) == exp.dataset.y_test))
     assert report["clean_error"] == pytest.approx(clean_error)
     assert report["pgd_error"] <= report["verified_error"]["best"]
+
+
+def test_certify_falls_back_from_a_corrupt_checkpoint_and_says_which_it_used(tmp_path):
+    npz = write_tiny_npz(tmp_path / "tiny.npz")
+    c = tiny_config(npz, "natural", epochs=2)
+    c.certify.verifiers = ("ibp",)
+    c.certify.num_examples = 8
+    train(c, tmp_path / "run", progress=False)
+    latest = tmp_path / "run" / "checkpoints" / "16"
+    for path in (p for p in latest.rglob("*") if p.is_file()):
+        path.write_bytes(b"not a checkpoint")
+    report = certify(c, tmp_path / "run")
+    assert report["checkpoint_step"] == 12
+    assert "checkpoint step 12" in (tmp_path / "run" / "certify.md").read_text()
+    assert latest.exists()  # certify only reads: the broken one stays for inspection

@@ -56,3 +56,55 @@ def test_bad_config_stops_at_once_naming_the_key(tmp_path, flag, message):
     assert proc.returncode != 0
     assert message in proc.stderr
     assert not (tmp_path / "checkpoints").exists()
+
+
+def _one_line_error(proc, message):
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_anticipated_errors_print_one_line(tmp_path):
+    missing = _main(
+        f"--config={QUICKSTART}",
+        f"--workdir={tmp_path}",
+        "--config.data.name=npz",
+        f"--config.data.path={tmp_path / 'nowhere.npz'}",
+        timeout=120,
+    )
+    _one_line_error(missing, "no such .npz file")
+    bad = tmp_path / "bad.npz"
+    bad.write_text("not an archive")
+    unreadable = _main(
+        f"--config={QUICKSTART}",
+        f"--workdir={tmp_path}",
+        "--config.data.name=npz",
+        f"--config.data.path={bad}",
+        timeout=120,
+    )
+    _one_line_error(unreadable, "is not a readable .npz archive")
+    no_run = _main(f"--config={QUICKSTART}", f"--workdir={tmp_path / 'empty'}", "--mode=certify")
+    _one_line_error(no_run, "no checkpoint in")
+
+
+def test_a_busy_workdir_is_refused_naming_its_holder(tmp_path):
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\n"
+            "from jaxcert.workdir import locked\n"
+            f"with locked({str(tmp_path)!r}):\n"
+            "    print('locked', flush=True)\n"
+            "    time.sleep(120)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        proc = _main(f"--config={QUICKSTART}", f"--workdir={tmp_path}", timeout=120)
+        _one_line_error(proc, f"is in use by another run (pid {holder.pid}")
+    finally:
+        holder.kill()
+        holder.wait()

@@ -3,9 +3,11 @@
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax
 import numpy as np
@@ -295,3 +297,134 @@ def test_validation_passes_reuse_one_compiled_program(npz):
     second = train_lib.validation_means(exp, init.params, hp, 20)  # the next epoch
     assert len(traces) == 1
     assert first == second
+
+
+# ----------------------------------------------------- faults (issue 13, items 6-9)
+
+
+def _steps_on_disk(workdir):
+    return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def test_a_runaway_loss_stops_training(npz, tmp_path):
+    # Adam at lr 1e6 used to climb to a loss of 1e22 and exit normally.
+    c = tiny_config(npz, "natural", epochs=2)
+    c.train.lr = 1e6
+    with pytest.raises(train_lib.TrainingDiverged, match="max_loss|non-finite") as info:
+        train_lib.train(c, tmp_path, progress=False)
+    assert isinstance(info.value, FloatingPointError)
+    assert "lower train.lr" in str(info.value)
+
+
+def test_the_diverged_state_is_never_the_good_checkpoint(npz, tmp_path):
+    c = tiny_config(npz, "natural", epochs=2)
+    c.train.keep_checkpoints = 1
+    c.train.checkpoint_every_steps = 1
+    train_lib.train(c, tmp_path, progress=False)  # good up to step 16
+    c.train.epochs = 4
+    c.train.lr = 1e30  # step 17 is computed from the good state; its update blows up
+    with pytest.raises(train_lib.TrainingDiverged, match="last good checkpoint is step 16"):
+        train_lib.train(c, tmp_path, progress=False)
+    # Step 17's checkpoint (saved from the blown-up update) was discarded; with
+    # keep_checkpoints=1 the good one survived because 17 was never proven.
+    assert _steps_on_disk(tmp_path) == [16]
+    c.train.lr = 3e-3  # a sane rerun resumes from the good state and trains on
+    state, records = train_lib.train(c, tmp_path, progress=False)
+    assert int(state.step) == 32 and all(np.isfinite(r["loss"]) for r in records)
+
+
+@pytest.mark.parametrize(("keep", "expected"), [(1, [12, 16]), (2, [8, 12, 16])])
+def test_old_checkpoints_are_pruned_only_once_a_newer_one_is_proven(npz, tmp_path, keep, expected):
+    c = tiny_config(npz, "natural", epochs=2)  # checkpoints at steps 4, 8, 12 and 16
+    c.train.keep_checkpoints = keep
+    train_lib.train(c, tmp_path, progress=False)
+    # 12 was proven by step 13; 16, the final one, by no step yet: it stays beside them.
+    assert _steps_on_disk(tmp_path) == expected
+
+
+def test_a_second_run_on_the_same_workdir_is_refused(npz, tmp_path):
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from jaxcert.workdir import locked\n"
+            f"with locked({str(tmp_path)!r}):\n"
+            "    print('locked', flush=True)\n"
+            "    time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(train_lib.WorkdirLocked, match=f"pid {holder.pid}"):
+            train_lib.train(tiny_config(npz, "natural", epochs=1), tmp_path, progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder died: its lock went with it; a stale lock file does not block a resume.
+    assert (tmp_path / ".jaxcert.lock").exists()
+    state, _ = train_lib.train(tiny_config(npz, "natural", epochs=1), tmp_path, progress=False)
+    assert int(state.step) == 8
+
+
+def _corrupt(checkpoint_dir):
+    files = [p for p in checkpoint_dir.rglob("*") if p.is_file()]
+    assert files
+    for path in files:
+        path.write_bytes(b"\x00garbage\xff" * 3)
+
+
+def test_a_corrupt_latest_checkpoint_falls_back_to_an_older_one(npz, tmp_path, caplog):
+    c = tiny_config(npz, "natural", epochs=2)
+    train_lib.train(c, tmp_path, progress=False)
+    _corrupt(tmp_path / "checkpoints" / "16")
+    with caplog.at_level("WARNING"):
+        _, params, step = train_lib.restore_params(c, tmp_path)
+    assert step == 12 and "checkpoint step 16" in caplog.text and "unreadable" in caplog.text
+    assert all(np.isfinite(np.asarray(p)).all() for p in jax.tree.leaves(params))
+    # Resuming moves the broken one aside and trains through step 16 again.
+    state, _ = train_lib.train(c, tmp_path, progress=False)
+    assert int(state.step) == 16
+    assert (tmp_path / "broken_checkpoints" / "16").exists()
+    assert 16 in _steps_on_disk(tmp_path)
+
+
+def test_no_readable_checkpoint_is_a_clear_error(npz, tmp_path):
+    c = tiny_config(npz, "natural", epochs=1)
+    train_lib.train(c, tmp_path, progress=False)
+    for step in _steps_on_disk(tmp_path):
+        _corrupt(tmp_path / "checkpoints" / str(step))
+    with pytest.raises(train_lib.CheckpointError, match="no readable checkpoint"):
+        train_lib.restore_params(c, tmp_path)
+
+
+def test_sigterm_finishes_the_checkpoint_and_a_resume_logs_each_step_once(npz, tmp_path):
+    config = {"npz": str(npz), "workdir": str(tmp_path)}
+    script = textwrap.dedent(
+        """
+        import json, sys
+        sys.path.insert(0, {tests!r})
+        from helpers_train import tiny_config
+        from jaxcert import train
+        c = tiny_config({npz!r}, "natural", epochs=40)
+        train.train(c, {workdir!r}, progress=False)
+        """
+    ).format(tests=str(os.path.dirname(__file__)), **config)
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 10:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "interrupted (SIGTERM)" in err, err[-2000:]
+    logged = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    last_checkpoint = _steps_on_disk(tmp_path)[-1]
+    c = tiny_config(npz, "natural", epochs=3)
+    state, _ = train_lib.train(c, tmp_path, progress=False)
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert steps == list(range(1, int(state.step) + 1)), (logged, last_checkpoint, steps)
