@@ -114,6 +114,46 @@ def test_solver_matches_a_generic_convex_solver(seed):
     np.testing.assert_allclose(float(rounds), float(got), rtol=1e-5, atol=1e-5)
 
 
+def _instances(num, n, seed):
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(num, n))
+    z = rng.normal(size=(num, n))
+    lo = z - rng.uniform(0.05, 1.0, (num, n))
+    hi = z + rng.uniform(0.05, 1.0, (num, n))
+    rho = rng.uniform(0.3, 2.0, num)
+    return c, z, rho, lo, hi
+
+
+def test_a_capped_solver_never_exceeds_the_minimum():
+    # Training caps the rounds (1 on CIFAR in the thesis). Its value must stay a lower
+    # bound: the clipped (feasible) iterate gave values above the minimum in 282 of 300
+    # random instances after one round.
+    n = 8
+    c, z, rho, lo, hi = (jnp.asarray(a, jnp.float32) for a in _instances(300, n, seed=7))
+    exact = np.asarray(lipschitz.ball_box_minimum(c, z, rho, lo, hi))
+    for rounds in range(1, n + 1):
+        capped = np.asarray(lipschitz.ball_box_minimum(c, z, rho, lo, hi, iters=rounds))
+        assert np.all(capped <= exact + 1e-5 * (1 + np.abs(exact))), rounds
+    np.testing.assert_allclose(capped, exact, rtol=1e-5, atol=1e-5)  # n rounds: exact
+    # And against a general-purpose solver, on a subset.
+    c64, z64, rho64, lo64, hi64 = _instances(300, n, seed=7)
+    one_round = np.asarray(lipschitz.ball_box_minimum(c, z, rho, lo, hi, iters=1))
+    for i in range(0, 300, 15):
+        reference = _scipy_minimum(c64[i], z64[i], rho64[i], lo64[i], hi64[i])
+        assert one_round[i] <= reference + 1e-4, i
+
+
+def test_the_capped_value_is_differentiable_and_tightens_with_rounds():
+    n = 8
+    c, z, rho, lo, hi = (jnp.asarray(a, jnp.float32) for a in _instances(50, n, seed=8))
+    values = [
+        float(jnp.mean(lipschitz.ball_box_minimum(c, z, rho, lo, hi, iters=k))) for k in (1, 3, n)
+    ]
+    assert values[0] <= values[1] + 1e-6 <= values[2] + 2e-6
+    grad = jax.grad(lambda c: jnp.sum(lipschitz.ball_box_minimum(c, z, rho, lo, hi, iters=1)))(c)
+    assert np.all(np.isfinite(np.asarray(grad)))
+
+
 def test_solver_limits_ball_only_and_box_only():
     c, z = jnp.array([1.0, -2.0, 0.5]), jnp.zeros(3)
     big = jnp.full(3, 100.0)
