@@ -250,16 +250,19 @@ def _dual_value(c: Array, z: Array, rho: Array, lo: Array, hi: Array, t: Array) 
     ``c . p + (||p - z||^2 - rho^2) / (2 t)`` is separable over the box, minimised by
     ``p = clip(z - t c, lo, hi)``: its value never exceeds the constrained minimum, and
     equals it at the optimal ``t`` (the problem is convex and ``z`` lies in the box). For
-    ``t = inf`` (no free coordinate) it is the box's minimum, the ball dropped.
+    ``t = inf`` (no free coordinate) it is the box's minimum, the ball dropped; for
+    ``t = 0`` (``rho = 0``) the value at ``z``, the only point.
     """
-    finite = jnp.isfinite(t)
-    t_safe = jnp.where(finite, t, 1.0)
+    usable = jnp.isfinite(t) & (t > 0)
+    t_safe = jnp.where(usable, t, 1.0)  # (the other branches never divide by t)
     p = jnp.clip(z - t_safe * c, lo, hi)
     lagrangian = jnp.sum(c * p, axis=-1, keepdims=True) + (
         jnp.sum((p - z) ** 2, axis=-1, keepdims=True) - rho**2
     ) / (2 * t_safe)
     box_minimum = jnp.sum(c * jnp.where(c > 0, lo, hi), axis=-1, keepdims=True)
-    return jnp.where(finite, lagrangian, box_minimum)[..., 0]
+    at_center = jnp.sum(c * z, axis=-1, keepdims=True)  # t = 0: a ball of radius 0
+    value = jnp.where(usable, lagrangian, jnp.where(t > 0, box_minimum, at_center))
+    return value[..., 0]
 
 
 def _step_of(c: Array, z: Array, rho: Array, lo: Array, hi: Array, clipped: Array) -> Array:

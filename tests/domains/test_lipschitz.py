@@ -228,3 +228,21 @@ def test_bcp_refuses_activations_without_a_lipschitz_rule():
     case = make_case("mlp")
     with pytest.raises(jaxcert.UnsupportedOperation, match="Lipschitz"):
         jaxcert.bound(lambda x: jnp.exp(case.fn(x)), jaxcert.L2Ball(case.x, 0.1), "bcp")
+
+
+def test_a_capped_solver_handles_a_zero_radius_and_a_zero_objective():
+    # eps = 0 at the start of a ramp: the ball is one point, its value c . z, no NaN.
+    c, z = jnp.array([[1.0, -2.0]]), jnp.array([[0.3, 0.1]])
+    lo, hi = z - 0.5, z + 0.5
+    for rho in (0.0, 1.0):
+        value = lipschitz.ball_box_minimum(c, z, jnp.array([rho]), lo, hi, iters=1)
+        grad = jax.grad(
+            lambda c, rho=rho: jnp.sum(
+                lipschitz.ball_box_minimum(c, z, jnp.array([rho]), lo, hi, iters=1)
+            )
+        )(c)
+        assert np.all(np.isfinite(np.asarray(value))) and np.all(np.isfinite(np.asarray(grad)))
+    zero_radius = lipschitz.ball_box_minimum(c, z, jnp.array([0.0]), lo, hi, iters=1)
+    np.testing.assert_allclose(zero_radius, c[:, 0] * z[:, 0] + c[:, 1] * z[:, 1], rtol=1e-6)
+    flat = lipschitz.ball_box_minimum(jnp.zeros((1, 2)), z, jnp.array([1.0]), lo, hi, iters=1)
+    np.testing.assert_allclose(flat, 0.0, atol=1e-7)
