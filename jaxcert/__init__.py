@@ -26,6 +26,7 @@ from jaxcert.bound_methods import (
 from jaxcert.bounds import Bounds, TracedNetwork, bound
 from jaxcert.errors import UnsupportedOperation
 from jaxcert.loss_fusion import FusedLossBound, fused_cross_entropy_bound
+from jaxcert.radius import certified_radius
 from jaxcert.sets import Box, InputSet, L0Ball, L1Ball, L2Ball, LinfBall
 from jaxcert.specs import margin_spec, worst_case_logits
 from jaxcert.xla_options import compiler_options
@@ -54,6 +55,7 @@ __all__ = [
     "TracedNetwork",
     "UnsupportedOperation",
     "bound",
+    "certified_radius",
     "compiler_options",
     "fused_cross_entropy_bound",
     "get_method",

@@ -26,6 +26,7 @@ from jaxcert.bounds import bound
 from jaxcert.ensemble import ensemble
 from jaxcert.losses import verified
 from jaxcert.options import with_options
+from jaxcert.radius import certified_radius
 from jaxcert.sets import norm_ball
 from jaxcert.specs import margin_spec
 from jaxcert.train import restore_params
@@ -68,6 +69,7 @@ def evaluate(
     clip: tuple[float, float] = (0.0, 1.0),
     seed: int = 0,
     norm: str = "linf",
+    radius: tuple[float, float] | None = None,
     return_masks: bool = False,
 ) -> dict[str, Any] | tuple[dict[str, Any], dict[str, Any]]:
     """Clean / PGD / verified errors of ``apply_fn(params, .)`` on ``(x, y)``.
@@ -80,6 +82,9 @@ def evaluate(
         random numbers gets a key from ``seed``).
       eps_grid: radii for the certified-accuracy curve.
       opt_steps: steps of :class:`~jaxcert.CrownOpt` verifiers.
+      radius: ``(max, tol)``: also search each verifier's certified radius per example
+        (:func:`jaxcert.certified_radius` on ``[0, max]``) and report its mean and median
+        (0 for an example not certified at any radius, e.g. misclassified).
       return_masks: also return the per-example best-of verified masks
         (``{"best": (n,), "grid": [(n,) per eps]}``), e.g. for :func:`union_report`.
 
@@ -117,6 +122,19 @@ def evaluate(
 
     verifier_fns = {m: make_verifier(m) for m in verifiers}
 
+    def make_radius(name: str) -> Callable[[Array, Array], Array]:
+        method = get_method(name).with_key(key)
+        if isinstance(method, CrownOpt):
+            method = with_options(method, steps=opt_steps)
+        assert radius is not None
+        high, tol = radius
+        return xla_jit(
+            lambda xb, yb: certified_radius(
+                fn, xb, yb, method, num_classes=num_classes, norm=norm, hi=high, tol=tol,
+                clip=clip,
+            )
+        )  # fmt: skip
+
     def verified_at(method: str, radius: float) -> np.ndarray:
         run = verifier_fns[method]
         r = jnp.float32(radius)
@@ -127,11 +145,16 @@ def evaluate(
         robust = _batched(pgd_correct, x, y, batch_size) & clean
         per_verifier = {m: verified_at(m, eps) for m in verifiers}
         best = np.logical_or.reduce(list(per_verifier.values()))
+        radii = {}
+        if radius is not None:
+            for m in verifiers:
+                r = _batched(make_radius(m), x, y, batch_size)
+                radii[m] = {"mean": float(np.mean(r)), "median": float(np.median(r))}
         curve: dict[str, list[float]] = {m: [] for m in verifiers}
         curve["best"] = []
         grid_best = []
-        for radius in eps_grid:
-            masks = {m: verified_at(m, float(radius)) for m in verifiers}
+        for grid_eps in eps_grid:
+            masks = {m: verified_at(m, float(grid_eps)) for m in verifiers}
             for m, mask in masks.items():
                 curve[m].append(float(mask.mean()))
             grid_best.append(np.logical_or.reduce(list(masks.values())))
@@ -150,6 +173,8 @@ def evaluate(
         },
         "certified_accuracy": {"eps": [float(e) for e in eps_grid], **curve},
     }
+    if radius is not None:
+        report["certified_radius"] = {"max": radius[0], "tol": radius[1], **radii}
     if return_masks:
         return report, {"best": best, "grid": grid_best}
     return report
@@ -210,6 +235,17 @@ def write_report(report: dict[str, Any], workdir: str | Path) -> dict[str, Path]
             lines.append(
                 f"| {e:g} | " + " | ".join(f"{100 * curve[n][i]:.2f}" for n in names) + " |"
             )
+    radii = report.get("certified_radius")
+    if radii:
+        names = [k for k in radii if k not in ("max", "tol")]
+        lines += [
+            "",
+            f"## Certified radius (searched in [0, {radii['max']:g}] to {radii['tol']:g})",
+            "",
+            "| verifier | mean | median |",
+            "|---|---:|---:|",
+        ]
+        lines += [f"| {n} | {radii[n]['mean']:.4f} | {radii[n]['median']:.4f} |" for n in names]
     paths["md"].write_text("\n".join(lines) + "\n")
 
     import matplotlib
@@ -268,6 +304,7 @@ def _certify(config: Any, workdir: Path) -> dict[str, Any]:
         clip=(config.method.clip_min, config.method.clip_max),
         seed=config.seed,
         norm=config.certify.norm,
+        radius=(c.radius_max, c.radius_tol) if c.radius else None,
         return_masks=True,
     )
     x = x.astype(np.float32) / 255.0

@@ -106,6 +106,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.certify.num_examples = -1  # -1: the whole test set
     c.certify.batch_size = 200
     c.certify.opt_steps = 20  # crown-opt steps
+    c.certify.radius = False  # also search each example's certified radius (mean, median)
+    c.certify.radius_max = 0.5  # the search interval [0, radius_max] (a guess: set per task)
+    c.certify.radius_tol = 1e-3  # its resolution
     c.certify.norm = "linf"  # "linf" or "l2" (verify L2-trained models with bcp/crown/ibp)
     c.certify.union_workdir = ""  # another run: also report the union of certificates
     c.certify.ensemble_workdirs = ()  # other runs: certify the averaged logits with this one
@@ -208,6 +211,9 @@ def validate(c: Any) -> None:
     for e in v.eps_grid:
         if isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 <= e < float("inf"):
             _fail("certify.eps_grid", f"every eps must be a finite number >= 0, got {e!r}")
+    for key in ("radius_max", "radius_tol"):
+        if not 0 < v[key] < float("inf"):
+            _fail(f"certify.{key}", f"must be a finite number > 0, got {v[key]}")
     for key in ("pgd_steps", "pgd_restarts", "batch_size", "opt_steps"):
         if v[key] < 1:
             _fail(f"certify.{key}", f"must be >= 1, got {v[key]}")

@@ -130,3 +130,25 @@ def test_certify_falls_back_from_a_corrupt_checkpoint_and_says_which_it_used(tmp
     assert report["checkpoint_step"] == 12
     assert "checkpoint step 12" in (tmp_path / "run" / "certify.md").read_text()
     assert latest.exists()  # certify only reads: the broken one stays for inspection
+
+
+def test_certify_reports_the_certified_radius(tmp_path):
+    npz = write_tiny_npz(tmp_path / "tiny.npz")
+    c = tiny_config(npz, "ibp", epochs=2)
+    c.certify.verifiers = ("ibp", "crown-ibp")
+    c.certify.num_examples = 16
+    c.certify.radius = True
+    c.certify.radius_max = 0.2
+    c.certify.radius_tol = 0.005
+    train(c, tmp_path / "run", progress=False)
+    report = certify(c, tmp_path / "run")
+    radii = report["certified_radius"]
+    assert radii["max"] == 0.2 and radii["tol"] == 0.005
+    for verifier in ("ibp", "crown-ibp"):
+        assert 0 <= radii[verifier]["median"] <= 0.2 and 0 <= radii[verifier]["mean"] <= 0.2
+    # An example verified at eps = 0.02 has a radius of at least 0.02 (to the tolerance).
+    curve = report["certified_accuracy"]
+    for verifier in ("ibp", "crown-ibp"):
+        verified_at = curve[verifier][curve["eps"].index(0.02)]
+        assert radii[verifier]["mean"] >= (0.02 - 0.005) * verified_at, verifier
+    assert "Certified radius" in (tmp_path / "run" / "certify.md").read_text()
