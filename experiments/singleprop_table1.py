@@ -18,9 +18,15 @@ then a 10,000-step ramp (3 and 17 epochs of 600 steps here); CIFAR-10 350 epochs
 batch 50, eps_train 8/255, warm-up 5,000 and ramp 50,000 steps (5 and 50 epochs of
 1,000 steps), with augmentation. Learning rates are not in our copy (App. C is
 missing); we use the IBP code's Adam 1e-3 with 10x decays late in training.
-Certification: IBP over eps in [0, 0.4] (MNIST) and [0, 9/255] (CIFAR), plus Fast-Lin
-type bounds (``crown``) on a subset, and the IBP+SingleProp "union" with
-``--config.certify.union_workdir``.
+Certification (§4): IBP over eps in [0, 0.4] (MNIST) and [0, 9/255] (CIFAR) on the full
+test set, plus CNN-Cert's Fast-Lin type bounds (``fastlin``) and CNN-Cert-Zero (CROWN
+type, lower slope 0: ``cnn-cert-zero``), which the paper computes "for certain networks"
+(full CROWN is slow: set ``--config.certify.num_examples`` for a subset), and the
+IBP+SingleProp "union" (``union:ibp``, ...) with ``--config.certify.union_workdir``.
+
+The IBP row: 002 reran Gowal's IBP code, whose objective is CE on spec-folded IBP margins
+(``ibp``: ``kappa CE + (1 - kappa) CE(worst logits)``, kappa = 1 - lambda); ``ibp-reg`` is
+IBP in the same ``L + lambda R`` form as SingleProp, needed for AHS (which reads R).
 """
 
 from jaxcert.config import default_config
@@ -38,6 +44,11 @@ def get_config(arg: str = "mnist,small,singleprop-zero"):
     c.method.name = method
     c.method.kappa_start = c.method.kappa_end = 1.0  # unused by CE + lambda R
     c.method.lam_start, c.method.lam_end = 0.0, 0.5
+    if method == "ibp":  # Gowal's objective: lambda 0 -> 0.5 is kappa 1 -> 0.5
+        c.method.kappa_start, c.method.kappa_end = 1.0, 0.5
+        c.method.lam_end = 0.0
+        if "ahs" in flags:
+            raise ValueError("AHS reads the regulariser R: use ibp-reg for IBP with AHS")
     if "ahs" in flags:
         c.method.adaptive_lambda = True
         c.data.validation_size = 5000
@@ -58,5 +69,5 @@ def get_config(arg: str = "mnist,small,singleprop-zero"):
         c.certify.eps_grid = tuple(e / 255 for e in (0, 2, 5, 7, 8, 9))
     else:
         raise ValueError(f"dataset must be mnist or cifar10, got {dataset!r}")
-    c.certify.verifiers = ("ibp", "crown")
+    c.certify.verifiers = ("ibp", "fastlin", "cnn-cert-zero")
     return c

@@ -85,8 +85,9 @@ def evaluate(
       radius: ``(max, tol)``: also search each verifier's certified radius per example
         (:func:`jaxcert.certified_radius` on ``[0, max]``) and report its mean and median
         (0 for an example not certified at any radius, e.g. misclassified).
-      return_masks: also return the per-example best-of verified masks
-        (``{"best": (n,), "grid": [(n,) per eps]}``), e.g. for :func:`union_report`.
+      return_masks: also return the per-example verified masks
+        (``{"best": (n,), "grid": [(n,) per eps], "verifiers": {name: (n,)}}``), e.g. for
+        :func:`union_report`.
 
     Returns:
       A JSON-able report: ``clean_error``, ``pgd_error``, ``verified_error`` (per
@@ -176,22 +177,33 @@ def evaluate(
     if radius is not None:
         report["certified_radius"] = {"max": radius[0], "tol": radius[1], **radii}
     if return_masks:
-        return report, {"best": best, "grid": grid_best}
+        return report, {"best": best, "grid": grid_best, "verifiers": per_verifier}
     return report
 
 
 def union_report(
     report: dict[str, Any], masks: dict[str, Any], other_masks: dict[str, Any], other: str
 ) -> dict[str, Any]:
-    """Adds the "union" of two models' certificates (SingleProp's IBP+SingleProp).
+    """Adds the "union" of two models' certificates (SingleProp's "IBP+SingleProp").
 
     An example counts when either model is verified on it (each verified example is
-    also correctly classified by that model). This is not the certified accuracy of any
-    single model or ensemble: it shows how complementary two trainings are.
+    also correctly classified by that model): ``union:<verifier>`` under each verifier
+    both runs used (SingleProp 002 reports it per certifier, e.g. IBP), and ``union``
+    for the best-of verifiers, also over the eps grid. This is not the certified accuracy
+    of any single model or ensemble: it shows how complementary two trainings are.
     """
     union = masks["best"] | other_masks["best"]
+    per_verifier = {
+        f"union:{name}": float(1 - (mask | other_masks["verifiers"][name]).mean())
+        for name, mask in masks["verifiers"].items()
+        if name in other_masks["verifiers"]
+    }
     out = dict(report)
-    out["verified_error"] = {**report["verified_error"], "union": float(1 - union.mean())}
+    out["verified_error"] = {
+        **report["verified_error"],
+        **per_verifier,
+        "union": float(1 - union.mean()),
+    }
     curve = dict(report["certified_accuracy"])
     pairs = zip(masks["grid"], other_masks["grid"], strict=True)
     curve["union"] = [float((a | b).mean()) for a, b in pairs]

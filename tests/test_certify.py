@@ -152,3 +152,18 @@ def test_certify_reports_the_certified_radius(tmp_path):
         verified_at = curve[verifier][curve["eps"].index(0.02)]
         assert radii[verifier]["mean"] >= (0.02 - 0.005) * verified_at, verifier
     assert "Certified radius" in (tmp_path / "run" / "certify.md").read_text()
+
+
+def test_union_is_reported_per_verifier_too():
+    import numpy as np
+
+    from jaxcert.certify import union_report
+
+    def masks(best, ibp):
+        return {"best": np.array(best, bool), "grid": [], "verifiers": {"ibp": np.array(ibp, bool)}}
+
+    report = {"verified_error": {"ibp": 0.5, "best": 0.4}, "certified_accuracy": {"eps": []}}
+    out = union_report(report, masks([1, 0, 0], [1, 0, 0]), masks([0, 1, 0], [0, 0, 1]), "sp")
+    assert out["verified_error"]["union:ibp"] == pytest.approx(1 / 3)  # examples 0 and 2
+    assert out["verified_error"]["union"] == pytest.approx(1 / 3)  # examples 0 and 1
+    assert out["union_with"] == "sp"

@@ -8,6 +8,7 @@ name               object                                     intermediate bound
 ``cap-ibp``        ``CrownIBP(relaxation="fastlin")``         IBP / backward, Fast-Lin slopes
 ``crown``          ``Crown()``                                backward per layer / backward
 ``fastlin``        ``Crown(relaxation="fastlin")``            the same with Fast-Lin slopes
+``cnn-cert-zero``  ``Crown(relaxation="zero")``               the same with lower slopes 0
 ``crown-ibp-opt``  ``CrownIBPOpt(key)``                       IBP / slopes from signed steps
 ``crown-opt``      ``CrownOpt()``                             all slopes optimised (Adam)
 ``bcp``            ``BCP()``                                  L2 ball ∩ box / ball ∩ box
@@ -85,6 +86,9 @@ for _name, _method in (
     ("cap-ibp", CrownIBP(relaxation="fastlin")),
     ("crown-ibp-opt", CrownIBPOpt()),
     ("crown-opt", CrownOpt()),
+    # CNN-Cert with CROWN-type bounds whose lower ReLU slope is always 0 (SingleProp's
+    # "CNN-Cert-Zero", 002 §4): the verifier SingleProp-Zero approximates.
+    ("cnn-cert-zero", Crown(relaxation="zero")),
     ("bcp", BCP()),
     ("lmt", LMT()),
 ):
