@@ -73,6 +73,10 @@ def test_paper_settings():
     assert _load("mnist_crown_ibp", "0.4").method.eps_train == pytest.approx(0.4)
     c = _load("cifar_crown_ibp", "8")
     assert c.method.eps_train == pytest.approx(8.8 / 255) and c.data.augment
+    assert (c.method.beta_start, c.method.beta_end) == (1.0, 0.0)
+    c = _load("cifar_crown_ibp", "2,1-0.5")  # 003 §5: beta_start = beta_end = 1 at 2/255
+    assert (c.method.beta_start, c.method.beta_end) == (1.0, 1.0)
+    assert (c.method.kappa_start, c.method.kappa_end) == (1.0, 0.5)
     ours = _load("thesis_table34", "mnist,ours,0.3")
     assert ours.method.name == "crown-ibp-opt" and ours.method.beta_end == 1.0
     assert ours.model.name == "large" and ours.method.opt_step_size >= 1
