@@ -63,6 +63,7 @@ def evaluate(
     verifiers: Sequence[str],
     eps_grid: Sequence[float] = (),
     pgd_steps: int = 200,
+    pgd_step: float | None = None,
     pgd_restarts: int = 1,
     batch_size: int = 200,
     opt_steps: int = 20,
@@ -81,6 +82,7 @@ def evaluate(
       verifiers: names of sound methods of :data:`jaxcert.METHODS` (a method that draws
         random numbers gets a key from ``seed``).
       eps_grid: radii for the certified-accuracy curve.
+      pgd_step: PGD's step as a fraction of ``eps`` (None: ``2.5 / pgd_steps``).
       opt_steps: steps of :class:`~jaxcert.CrownOpt` verifiers.
       radius: ``(max, tol)``: also search each verifier's certified radius per example
         (:func:`jaxcert.certified_radius` on ``[0, max]``) and report its mean and median
@@ -102,9 +104,11 @@ def evaluate(
 
     @xla_jit
     def pgd_correct(xb: Array, yb: Array) -> Array:
+        step_size = None if pgd_step is None else pgd_step * eps
         adv = pgd(
-            fn, xb, yb, eps, steps=pgd_steps, restarts=pgd_restarts, key=key, clip=clip, norm=norm
-        )
+            fn, xb, yb, eps, steps=pgd_steps, restarts=pgd_restarts, key=key, clip=clip,
+            norm=norm, step_size=step_size,
+        )  # fmt: skip
         return jnp.argmax(fn(adv), -1) == yb
 
     def make_verifier(name: str) -> Callable[[Array, Array, Array], Array]:
@@ -167,7 +171,7 @@ def evaluate(
         "norm": norm,
         "clean_error": float(1 - clean.mean()),
         "pgd_error": float(1 - robust.mean()),
-        "pgd": {"steps": pgd_steps, "restarts": pgd_restarts},
+        "pgd": {"steps": pgd_steps, "restarts": pgd_restarts, "step": pgd_step},
         "verified_error": {
             **{m: float(1 - v.mean()) for m, v in per_verifier.items()},
             "best": float(1 - best.mean()),
@@ -310,6 +314,7 @@ def _certify(config: Any, workdir: Path) -> dict[str, Any]:
         verifiers=tuple(c.verifiers),
         eps_grid=tuple(c.eps_grid),
         pgd_steps=c.pgd_steps,
+        pgd_step=c.pgd_step if c.pgd_step > 0 else None,
         pgd_restarts=c.pgd_restarts,
         batch_size=c.batch_size,
         opt_steps=c.opt_steps,

@@ -102,6 +102,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.certify.verifiers = ("ibp", "crown-ibp")
     c.certify.pgd_steps = 200
     c.certify.pgd_restarts = 1
+    c.certify.pgd_step = 0.0  # PGD step as a fraction of eps (0: 2.5 / pgd_steps)
     c.certify.eps_grid = (0.0, 0.05, 0.1, 0.15, 0.2)
     c.certify.num_examples = -1  # -1: the whole test set
     c.certify.batch_size = 200
@@ -211,6 +212,8 @@ def validate(c: Any) -> None:
     for e in v.eps_grid:
         if isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 <= e < float("inf"):
             _fail("certify.eps_grid", f"every eps must be a finite number >= 0, got {e!r}")
+    if not 0 <= v.pgd_step < float("inf"):
+        _fail("certify.pgd_step", f"must be a finite number >= 0, got {v.pgd_step}")
     for key in ("radius_max", "radius_tol"):
         if not 0 < v[key] < float("inf"):
             _fail(f"certify.{key}", f"must be a finite number > 0, got {v[key]}")

@@ -25,7 +25,7 @@ def _load(name, arg=None):
     + [
         ("thesis_table34", f"{d},{m},{e}")
         for d, e in (("mnist", "0.3"), ("cifar10", "8"), ("svhn_cropped", "0.01"))
-        for m in ("ibp", "crown-ibp", "ours")
+        for m in ("ibp", "crown-ibp", "cap", "ours")
     ]
     + [
         ("singleprop_table1", a)
@@ -80,8 +80,13 @@ def test_paper_settings():
     ours = _load("thesis_table34", "mnist,ours,0.3")
     assert ours.method.name == "crown-ibp-opt" and ours.method.beta_end == 1.0
     assert ours.model.name == "large" and ours.method.opt_step_size >= 1
+    assert ours.certify.pgd_steps == 100 and not ours.model.normalize
+    assert _load("thesis_table34", "svhn_cropped,ibp,0.01").model.normalize  # only SVHN
+    cap = _load("thesis_table34", "cifar10,cap,8")
+    assert cap.method.name == "fastlin" and cap.train.batch_size == 32
+    assert cap.method.kappa_start == cap.method.kappa_end == 0.0 and cap.model.name == "medium"
     with pytest.raises(ValueError, match="method must be"):
-        _load("thesis_table34", "mnist,cap,0.3")
+        _load("thesis_table34", "mnist,lp,0.3")
 
 
 def test_regulariser_paper_settings():
@@ -103,6 +108,7 @@ def test_bcp_settings():
     c = _load("bcp_table32", "mnist,4c3f,bcp")
     assert c.method.norm == c.certify.norm == "l2" and c.certify.eps == pytest.approx(1.58)
     assert c.method.bcp_solver_iters == 10 and c.train.lr == pytest.approx(3e-4)
+    assert c.train.batch_size == 50 and c.certify.pgd_step == 0.25 and c.certify.pgd_steps == 100
     c = _load("bcp_table32", "cifar10,6c2f,bcp")
     assert c.model.name == "cnn_6c2f" and c.method.eps_train == pytest.approx(36 / 255)
     with pytest.raises(ValueError, match="bcp or lmt"):
