@@ -82,6 +82,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.batch_size = 100
     c.train.warmup_epochs = 1
     c.train.ramp_epochs = 7
+    c.train.warmup_steps = -1  # >= 0: the warm-up in steps instead (papers that count steps)
+    c.train.ramp_steps = -1  # >= 0: the ramp-up in steps instead
     c.train.eps_shape = "linear"
     c.train.optimizer = "adam"
     c.train.lr = 1e-3
@@ -184,7 +186,12 @@ def validate(c: Any) -> None:
     for key in ("warmup_epochs", "ramp_epochs", "halve_every", "halve_after"):
         if t[key] < 0:
             _fail(f"train.{key}", f"must be >= 0, got {t[key]}")
-    if t.warmup_epochs + t.ramp_epochs > t.epochs:
+    for key in ("warmup_steps", "ramp_steps"):
+        if t[key] < -1:
+            _fail(f"train.{key}", f"must be >= 0 (or -1: use the epochs), got {t[key]}")
+    if (t.warmup_steps >= 0) != (t.ramp_steps >= 0):
+        _fail("train.ramp_steps", "give the warm-up and the ramp-up both in steps, or neither")
+    if t.warmup_steps < 0 and t.warmup_epochs + t.ramp_epochs > t.epochs:
         _fail(
             "train.epochs",
             f"({t.epochs}) must be at least the end of the eps ramp-up, warmup_epochs + "

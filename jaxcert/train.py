@@ -41,7 +41,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxcert import data as data_lib
 from jaxcert import schedules as sched
 from jaxcert.checkpoints import Checkpoints
-from jaxcert.errors import CheckpointError, TrainingDiverged, TrainingInterrupted, WorkdirLocked
+from jaxcert.errors import (
+    CheckpointError,
+    ConfigError,
+    TrainingDiverged,
+    TrainingInterrupted,
+    WorkdirLocked,
+)
 from jaxcert.methods import make_loss
 from jaxcert.models import get_model
 from jaxcert.workdir import locked
@@ -57,6 +63,7 @@ __all__ = [
     "train",
     "restore_params",
     "CheckpointError",
+    "ConfigError",
     "TrainingDiverged",
     "TrainingInterrupted",
     "WorkdirLocked",
@@ -169,11 +176,16 @@ def build(config: Any, dataset: data_lib.Dataset | None = None) -> Experiment:
     t = config.train
     steps_per_epoch = data_lib.num_batches(len(dataset.x_train), t.batch_size)
     total = t.epochs * steps_per_epoch
+    if t.warmup_steps >= 0 and t.warmup_steps + t.ramp_steps > total:
+        raise ConfigError(
+            f"config key 'train.ramp_steps': the eps ramp-up ends at step "
+            f"{t.warmup_steps + t.ramp_steps}, after the {total} steps of {t.epochs} epochs"
+        )
     m = config.method
     schedules = sched.mixed_schedules(
         eps=m.eps_train,
-        warmup_steps=t.warmup_epochs * steps_per_epoch,
-        ramp_steps=t.ramp_epochs * steps_per_epoch,
+        warmup_steps=t.warmup_steps if t.warmup_steps >= 0 else t.warmup_epochs * steps_per_epoch,
+        ramp_steps=t.ramp_steps if t.ramp_steps >= 0 else t.ramp_epochs * steps_per_epoch,
         eps_shape=t.eps_shape,
         kappa_start=m.kappa_start,
         kappa_end=m.kappa_end,

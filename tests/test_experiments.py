@@ -92,6 +92,7 @@ def test_paper_settings():
 def test_regulariser_paper_settings():
     c = _load("singleprop_table1", "mnist,small,singleprop-zero,ahs")
     assert c.method.adaptive_lambda and c.data.validation_size > 0
+    assert (c.train.warmup_steps, c.train.ramp_steps) == (2_000, 10_000)  # 002 §4, in steps
     assert c.method.eps_train == pytest.approx(0.3) and c.model.name == "dm_small"
     c = _load("doublemargin_table2", "mnist,adv+rs")
     assert c.method.name == "pgd" and c.method.rs_weight > 0 and c.method.l1_weight > 0

@@ -428,3 +428,16 @@ def test_sigterm_finishes_the_checkpoint_and_a_resume_logs_each_step_once(npz, t
     state, _ = train_lib.train(c, tmp_path, progress=False)
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
     assert steps == list(range(1, int(state.step) + 1)), (logged, last_checkpoint, steps)
+
+
+def test_schedules_can_be_given_in_steps(npz, tmp_path):
+    c = tiny_config(npz, "ibp", epochs=2)  # 8 steps an epoch
+    c.train.warmup_steps, c.train.ramp_steps = 3, 6
+    exp = train_lib.build(c)
+    eps = [float(exp.schedules.eps(step)) for step in (0, 2, 3, 6, 9, 15)]
+    assert (
+        eps[:3] == [0.0, 0.0, 0.0] and 0 < eps[3] < 0.05 and eps[4] == eps[5] == pytest.approx(0.05)
+    )
+    c.train.ramp_steps = 20  # past the 16 steps of training
+    with pytest.raises(train_lib.ConfigError, match="train.ramp_steps"):
+        train_lib.build(c)
