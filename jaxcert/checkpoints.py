@@ -73,8 +73,12 @@ class Checkpoints:
             return
         self.unverified -= proven
         self.verified |= proven
+        # Pruning waits for no save: while one is in flight it is left for a later call.
+        if not self.manager.is_saving_in_progress():
+            self._prune()
+
+    def _prune(self) -> None:
         for old in sorted(self.verified)[: -self.keep]:
-            self.manager.wait_until_finished()
             self.manager.delete(old)
             self.verified.discard(old)
 
@@ -148,4 +152,5 @@ class Checkpoints:
 
     def close(self) -> None:
         self.manager.wait_until_finished()
+        self._prune()
         self.manager.close()

@@ -498,7 +498,11 @@ def _train(config: Any, workdir: Path, progress: bool) -> tuple[TrainState, list
     state = init_state(exp, config.seed)
     checkpoints = Checkpoints(workdir, t.keep_checkpoints)
     if checkpoints.steps():
-        state, latest, broken = checkpoints.restore_latest(state)
+        try:
+            state, latest, broken = checkpoints.restore_latest(state)
+        except CheckpointError:
+            checkpoints.close()  # orbax's threads would otherwise outlive the error
+            raise
         checkpoints.move_aside([s for s in broken if s > latest])
     state = jax.device_put(state, replicated)
     start_step = int(state.step)
@@ -546,9 +550,13 @@ def _train(config: Any, workdir: Path, progress: bool) -> tuple[TrainState, list
                 if reason is not None:
                     dropped = checkpoints.discard_unverified()
                     good = checkpoints.last_good()
+                    where = (
+                        f"the last good checkpoint is step {good} in {workdir / 'checkpoints'}"
+                        if good is not None
+                        else "no checkpoint was proven good yet"
+                    )
                     raise TrainingDiverged(
-                        f"{reason} at step {global_step + 1} (epoch {epoch}); the last good "
-                        f"checkpoint is step {good} in {workdir / 'checkpoints'}"
+                        f"{reason} at step {global_step + 1} (epoch {epoch}); {where}"
                         + (f" (discarded the unproven step(s) {dropped})" if dropped else "")
                         + "; lower train.lr or raise train.max_loss, then run again"
                     )

@@ -18,6 +18,7 @@ def test_only_proven_checkpoints_count_towards_keep(tmp_path):
     assert ckpts.steps() == [1, 2] and ckpts.last_good() is None
     ckpts.verify_before(2)  # step 2 trained well from checkpoint 1
     assert ckpts.last_good() == 1 and ckpts.steps() == [1, 2]
+    ckpts.wait_until_finished()  # pruning waits for no save: it happens once none is in flight
     ckpts.verify_before(3)
     assert ckpts.last_good() == 2 and ckpts.steps() == [2]
     ckpts.save(3, _state(3))

@@ -87,18 +87,25 @@ class CrownIBPOpt(Method):
             return self.step_size
         return 2.0 if self.steps == 1 else 0.1
 
+    def _keys(self) -> tuple[Array, Array]:
+        """The keys of the lower and the upper bounds' initial slopes."""
+        assert self.key is not None  # check() refuses a method without one
+        lower_key, upper_key = jax.random.split(self.key)
+        return lower_key, upper_key
+
     def lower(self, net: Network, A: Array, intervals: Sequence[Interval | None]) -> Array:
-        return self._lower(net, A, intervals, self.key, resolve_objective(self.objective))
+        # The same slopes as bounds()' lower half for these rows.
+        lower_key, _ = self._keys()
+        return self._lower(net, A, intervals, lower_key, resolve_objective(self.objective))
 
     def _lower(
         self,
         net: Network,
         A: Array,
         intervals: Sequence[Interval | None],
-        key: Array | None,
+        key: Array,
         objective: Callable[[Array], Array],
     ) -> Array:
-        assert key is not None  # check() refuses a method without one
         slopes = signed_step_slopes(
             net.graph,
             net.input_set,
@@ -117,9 +124,8 @@ class CrownIBPOpt(Method):
     ) -> tuple[Array, Array, Sequence[Interval | None]]:
         A = net.spec_matrix(None) if A is None else A
         intervals = self.intermediate(net)
-        assert self.key is not None
-        lower_key, upper_key = jax.random.split(self.key)
-        parts = [self._lower(net, A, intervals, lower_key, resolve_objective(self.objective))]
+        _, upper_key = self._keys()
+        parts = [self.lower(net, A, intervals)]
         if bound_upper:
             parts.append(self._lower(net, -A, intervals, upper_key, resolve_objective("sum")))
         both = jnp.concatenate(parts, axis=1)

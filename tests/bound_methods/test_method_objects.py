@@ -189,3 +189,13 @@ def test_lipschitz_methods_bound_boxes_and_l0_balls_soundly(name, kind):
     assert np.all(np.isfinite(np.asarray(b.lower)))
     values = np.einsum("bsk,nbk->nbs", spec, np.asarray(jax.vmap(case.fn)(jnp.asarray(points))))
     assert_contains(b.lower, b.upper, values, f"{name}/{kind}")
+
+
+def test_a_slope_optimiser_s_lower_is_its_bound_s_lower():
+    # What a composite method calls (m.lower) must be what bound() returns for those rows.
+    case = make_case("cnn")
+    net = jaxcert.TracedNetwork(case.fn, jaxcert.LinfBall(case.x, EPS, clip=CLIP))
+    m = jaxcert.CrownIBPOpt(key=KEY)
+    A = net.spec_matrix(spec_for(case, True))
+    lower = m.lower(net, A, m.intermediate(net))
+    assert_close(lower, net.bound(m, spec_for(case, True)).lower, "lower vs bound")
