@@ -23,28 +23,48 @@ without a linear relaxation (sigmoid, tanh, max-pool) use the half-gap
 
 DoubleMargin (``000_…`` §4.2; Eq. 7-9 are lost from our copy, so this is our
 reconstruction from its prose). ``s`` (here ``r``) is IBP's half-gap recursion centred
-at ``z`` instead of at the interval midpoint; ``v`` (here ``d``) follows the drift of
-that midpoint away from ``z``, to first order ``sigma'(z) d`` plus the second-order
-term ``r^2/2 sigma''(z)``, whose second derivative is a finite difference with step
-``gamma`` (a ReLU's is zero almost everywhere)::
+at ``z`` instead of at the interval midpoint. ``v`` (here ``d``) is "propagated the same
+way, with an additional term that uses a finite difference approximation of the second
+derivative of sigma at z", obtained by "applying [a 2nd-order Taylor expansion] to the
+second term" of IBP's reparameterised recursion. That second term is the drift of IBP's
+midpoint, ``(sigma(m + h) + sigma(m - h)) / 2 - sigma(m) = h^2/2 sigma''(m) + O(h^4)``;
+centred at ``z`` with the margin ``s`` it is ``s^2/2 sigma''(z)``. One rule serves every
+activation, elementwise or not (ReLU, sigmoid, max-pool, max): the second difference of
+the activation along its input margin, with a step that is the fraction ``gamma`` of
+that margin::
 
     s' = (sigma(z + s) - sigma(z - s)) / 2
     v' = (sigma(z + v) - sigma(z - v)) / 2
-         + s^2 / 2 * |sigma(z + gamma) - 2 sigma(z) + sigma(z - gamma)| / gamma^2
+         + |sigma(z + gamma s) - 2 sigma(z) + sigma(z - gamma s)| / (2 gamma^2)
 
-with ``s0 = eps``, ``v0 = 0``, and the range ``[z - s - v, z + s + v]``. So ``v`` stays 0
-on a network that is linear around ``z`` (every finite difference vanishes), and
-``s`` alone equals IBP's half-gap whenever IBP's midpoints are the nominal values
-(e.g. no unstable neuron). For max-pool, whose second difference is not elementwise,
-the second-order term is the exact midpoint drift ``(mp(z+s) + mp(z-s))/2 - mp(z)``.
+with ``s0 = eps``, ``v0 = 0``, and the range ``[z - s - v, z + s + v]``. Why this step:
+
+* Elementwise, the last term is ``s^2/2 |sigma''|`` estimated with the step ``gamma s``;
+  as ``gamma -> 0`` it tends to the Taylor term the paper starts from, and for a ReLU
+  (second derivative zero almost everywhere, the paper's reason for a finite
+  difference) it is non-zero exactly on the neurons whose kink lies within ``gamma s``
+  of ``z``.
+* ``gamma`` is a fraction, so "gamma > 0 small" means the same in every layer and the
+  rule commutes with rescaling: a ReLU network whose input and ``eps`` are multiplied by
+  ``c > 0`` gets margins multiplied by ``c``. An absolute step (``sigma(z + gamma)``,
+  our earlier reading) has the units of the pre-activations and breaks this.
+* A max-pool is not elementwise, and its second difference along a uniform shift is
+  zero; along the margin it is ``s^T H s / 2`` as for the elementwise case. At
+  ``gamma = 1`` the term is the exact midpoint drift ``(sigma(z + s) + sigma(z - s))/2 -
+  sigma(z)`` of a convex activation, IBP's own second term.
+
+``gamma`` is ``DoubleMargin(gamma=...)`` (``method.gamma`` in a config; default 0.1,
+a guess: 000's value is in its lost App. G). So ``v`` stays 0 on a network that is
+linear around ``z`` (every finite difference vanishes), and ``s`` alone equals IBP's
+half-gap whenever IBP's midpoints are the nominal values (e.g. no unstable neuron).
 Variants: ``"double-margin-s"`` (``s`` only) and ``"ibp+v"`` (IBP's half-gaps replace
 ``s`` and the range is ``[l - v, u + v]``).
 
 Methods are option objects (:class:`SingleProp`, :class:`DoubleMargin`), named in
 :data:`MARGIN_METHODS`; the domain's rule table ``RULES`` is derived from the op
 registry: affine ops move ``z`` and the margins, (leaky) ReLUs can take SingleProp's
-relaxed radius, other elementwise activations the half-gap and an elementwise
-second-order term, poolings the exact midpoint drift.
+relaxed radius, other activations (elementwise or pooling) the half-gap, and every
+activation the one second-difference term above.
 
 Other input sets (L2, L1, :class:`~jaxcert.sets.L0Ball`): the first layer's margins
 (every pre-activation reached from the input by affine ops only) are set to exactly half
@@ -92,7 +112,7 @@ class MarginMethod:
     Attributes read by the rules: ``relaxation`` (SingleProp: the lower ReLU slope of
     the relaxation it approximates; None for DoubleMargin), ``drift`` (carry
     DoubleMargin's second margin ``v``), ``ibp_radii`` (IBP's half-gaps replace ``s``),
-    ``gamma`` (the second-order finite-difference step).
+    ``gamma`` (the second-order finite-difference step, a fraction of the margin).
     """
 
     relaxation: str | None = None
@@ -123,7 +143,7 @@ class DoubleMargin(MarginMethod):
 
     ``drift=False`` keeps ``s`` alone (``"double-margin-s"``); ``ibp_radii=True`` replaces
     ``s`` by IBP's half-gaps and ranges ``[l - v, u + v]`` (``"ibp+v"``); ``gamma`` is the
-    finite-difference step of the second-order term.
+    finite-difference step of the second-order term, as a fraction of the margin ``s``.
 
     Example:
       >>> fn = lambda x: jax.nn.relu(x)
@@ -215,22 +235,20 @@ def _affine_rule(node, z_ops, r_ops, d_ops, ibp_r, method) -> State:
     return z_new, r_new, d_new
 
 
-def _curvature(node: Node, z: Array, r: Array, gamma: float) -> Array:
-    """DoubleMargin's second-order term ``r^2/2 |sigma''(z)|`` by finite differences."""
-    second = jnp.abs(node.apply(z + gamma) - 2 * node.apply(z) + node.apply(z - gamma))
-    return r * r / 2 * (second / gamma**2)
+def _second_difference(node: Node, z: Array, s: Array, gamma: float) -> Array:
+    """DoubleMargin's second-order term: ``|f(z + g s) - 2 f(z) + f(z - g s)| / (2 g^2)``.
+
+    ``s^2/2 |f''(z)|`` for an elementwise ``f`` (``s^T H s / 2`` for a max) by a finite
+    difference along the margin ``s`` with the relative step ``g = gamma``.
+    """
+    step = gamma * s
+    second = node.apply(z + step) - 2 * node.apply(z) + node.apply(z - step)
+    return jnp.abs(second) / (2 * gamma**2)
 
 
-def _pool_drift(node: Node, z: Array, r: Array, gamma: float) -> Array:
-    """For a max (not elementwise): the exact drift of the midpoint (>= 0: max is convex)."""
-    return (node.apply(z + r) + node.apply(z - r)) / 2 - node.apply(z)
-
-
-def _activation_rule(
-    second_order: Callable[[Node, Array, Array, float], Array], relaxed: bool = False
-) -> Rule:
-    """The rule of an activation with ``second_order`` drift; ``relaxed``: it has a
-    linear relaxation, whose radius SingleProp takes."""
+def _activation_rule(relaxed: bool = False) -> Rule:
+    """The rule of an activation; ``relaxed``: it has a linear relaxation, whose radius
+    SingleProp takes."""
 
     def rule(node, z_ops, r_ops, d_ops, ibp_r, method) -> State:
         (z_in,), (r_in,), (d_in,) = z_ops, r_ops, d_ops
@@ -241,7 +259,7 @@ def _activation_rule(
             r_new = _half_gap(node, z_in, r_in)
         d_new = None
         if method.drift:
-            d_new = _half_gap(node, z_in, d_in) + second_order(node, z_in, r_in, method.gamma)
+            d_new = _half_gap(node, z_in, d_in) + _second_difference(node, z_in, r_in, method.gamma)
         return node.apply(z_in), r_new, d_new
 
     return rule
@@ -253,13 +271,13 @@ RULES: dict[str, Rule] = ops.rule_table(
         "weighted": _affine_rule,
         "sum": _affine_rule,
         "structural": _affine_rule,
-        "monotone": _activation_rule(_curvature),
+        "monotone": _activation_rule(),
     },
     overrides={
-        "relu": _activation_rule(_curvature, relaxed=True),
-        "leaky_relu": _activation_rule(_curvature, relaxed=True),
-        "max_pool": _activation_rule(_pool_drift),
-        "reduce_max": _activation_rule(_pool_drift),
+        "relu": _activation_rule(relaxed=True),
+        "leaky_relu": _activation_rule(relaxed=True),
+        "max_pool": _activation_rule(),
+        "reduce_max": _activation_rule(),
     },
 )
 

@@ -29,20 +29,22 @@ def tiny(x):
 # Hand computation (gamma = 0.1). Nominal output 0.05 - 1 = -0.95.
 #  singleprop-zero: unstable ReLU -> (z + r)/2 = 0.075; stable -> 0.1; sum 0.175.
 #  singleprop-fastlin: 3r/4 + z/2 - z^2/(4r) = 0.075 + 0.025 - 0.00625 = 0.09375; +0.1.
-#  double-margin: s = 0.175; v = r^2/2 |relu(z+g) - 2relu(z) + relu(z-g)|/g^2
-#                 = 0.005 * |0.15 - 0.1 + 0| / 0.01 = 0.025 on the first ReLU, 0 on the
-#                 second (|z| > gamma): range -0.95 -/+ 0.2.
-#  ibp+v: IBP output [-1.1, -0.75] widened by v = 0.025.
+#  double-margin: s = 0.175; v = |relu(z+g r) - 2relu(z) + relu(z-g r)| / (2 g^2) is 0 on
+#                 both ReLUs (|z| > g r = 0.01: linear there): range -0.95 -/+ 0.175.
+#  ibp+v: IBP output [-1.1, -0.75], v = 0.
 HAND = {
     "singleprop-zero": (-1.125, -0.775),
     "singleprop-fastlin": (-0.95 - 0.19375, -0.95 + 0.19375),
     # CROWN's adaptive lower slope is 1 here (u > -l): a_U = 0.75, b_U = 0.0375, so
     # Eq. 6 gives 1.75/2 * 0.1 + 0.0375/2 - 0.25/2 * 0.05 = 0.1; plus 0.1.
     "singleprop-crown": (-1.15, -0.75),
-    "double-margin": (-1.15, -0.75),
+    "double-margin": (-1.125, -0.775),
     "double-margin-s": (-1.125, -0.775),
-    "ibp+v": (-1.125, -0.725),
+    "ibp+v": (-1.1, -0.75),
 }
+# gamma = 1 (the step is the whole margin): v = |0.15 - 0.1 + 0| / 2 = 0.025 on the first
+# ReLU, the exact drift of IBP's midpoint there; 0 on the second (|z| > r).
+HAND_GAMMA_1 = {"double-margin": (-1.15, -0.75), "ibp+v": (-1.125, -0.725)}
 
 
 @pytest.mark.parametrize("method", MARGIN_METHODS)
@@ -51,6 +53,71 @@ def test_hand_computed_example(method):
     np.testing.assert_allclose(m.nominal, [[-0.95]], atol=1e-6)
     np.testing.assert_allclose(m.lower, [[HAND[method][0]]], atol=1e-6)
     np.testing.assert_allclose(m.upper, [[HAND[method][1]]], atol=1e-6)
+
+
+@pytest.mark.parametrize("method", sorted(HAND_GAMMA_1))
+def test_hand_computed_example_with_the_whole_margin_as_step(method):
+    m = margins(tiny, jaxcert.LinfBall(X, 0.1), method, gamma=1.0)
+    np.testing.assert_allclose(m.lower, [[HAND_GAMMA_1[method][0]]], atol=1e-6)
+    np.testing.assert_allclose(m.upper, [[HAND_GAMMA_1[method][1]]], atol=1e-6)
+
+
+def _v_margin(fn, input_set, **options):
+    """DoubleMargin's v at the output: its half-width minus s's."""
+    full = margins(fn, input_set, "double-margin", **options)
+    s_only = margins(fn, input_set, "double-margin-s")
+    return (full.upper - full.lower) / 2 - (s_only.upper - s_only.lower) / 2
+
+
+def test_v_tends_to_the_taylor_term_on_a_smooth_activation():
+    # One activation: v = s^2/2 |sigma''(z)| + O(gamma^2), the paper's Taylor term.
+    x = jnp.linspace(-2.0, 2.0, 9)[None, :]
+    eps = 0.2
+    curvature = jax.vmap(jax.grad(jax.grad(jnp.tanh)))(x[0])
+    want = eps**2 / 2 * jnp.abs(curvature)
+    for gamma, rtol in ((0.5, 0.1), (0.1, 0.02)):
+        v = _v_margin(jnp.tanh, jaxcert.LinfBall(x, eps), gamma=gamma)
+        np.testing.assert_allclose(v[0], want, rtol=rtol, atol=2e-5)
+
+
+def _pool(x):
+    """A 1-D max-pool (window 2, stride 2) of a scaled input: non-uniform margins."""
+    y = x * jnp.array([1.0, 3.0, 2.0, 0.5])
+    return jax.lax.reduce_window(y, -jnp.inf, jax.lax.max, (1, 2), (1, 2), "VALID")
+
+
+def test_the_same_rule_covers_max_pool_and_relu():
+    # gamma = 1: v is the exact drift of the midpoint, (f(z+s) + f(z-s))/2 - f(z), for
+    # the pool and the ReLU alike (both convex); the step is the margin, never a constant.
+    x = jnp.array([[0.3, 0.2, -0.1, 0.05]])
+    eps = 0.1
+    scale = jnp.array([1.0, 3.0, 2.0, 0.5])
+    z, s = x * scale, eps * scale
+    for fn, act in (
+        (_pool, lambda y: _pool(y / scale)),
+        (lambda v: jax.nn.relu(v * scale), jax.nn.relu),
+    ):
+        want = (act(z + s) + act(z - s)) / 2 - act(z)
+        np.testing.assert_allclose(
+            _v_margin(fn, jaxcert.LinfBall(x, eps), gamma=1.0), want, atol=1e-6
+        )
+    assert float(jnp.max(want)) > 0  # the ReLU at -0.2 +- 0.2 bends: not the trivial case
+
+
+def test_v_commutes_with_rescaling():
+    # A bias-free ReLU/max-pool network is positively homogeneous; with a step relative to
+    # the margin, so are its margins (an absolute step would break this).
+    def net(x):
+        h = jax.nn.relu(x @ jax.random.normal(jax.random.PRNGKey(0), (8, 8)))
+        h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2), (1, 2), "VALID")
+        return h @ jax.random.normal(jax.random.PRNGKey(1), (4, 3))
+
+    x = jax.random.normal(jax.random.PRNGKey(2), (5, 8))
+    v = _v_margin(net, jaxcert.LinfBall(x, 0.2), gamma=0.5)
+    for c in (0.1, 10.0):
+        scaled = _v_margin(net, jaxcert.LinfBall(c * x, c * 0.2), gamma=0.5)
+        np.testing.assert_allclose(scaled, c * v, rtol=1e-3, atol=c * 1e-5)
+    assert float(jnp.mean(v)) > 0.01  # v is not (almost) zero: the test has teeth
 
 
 def _half_gaps(fn, s, verifier, method):
