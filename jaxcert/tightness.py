@@ -10,12 +10,16 @@ Passing ``x*`` through the real network gives two indicators of how loose the bo
   value above a lower bound, so never negative; 0 when no neuron is unstable, where
   the bound is exact);
 * ``r``: over the unstable ReLUs, the distance of the real pre-activation at ``x*``
-  from the points where the relaxation line the bound used touches the ReLU. With the
-  lower line (the backward coefficient is positive) of slope ``a``: the kink ``0`` for
-  ``0 < a < 1`` (Fast-Lin), the half-line ``z <= 0`` for ``a = 0`` and ``z >= 0`` for
-  ``a = 1`` (CROWN); with the upper line (negative coefficient): the ends ``l`` and
-  ``u``. ``r = 0`` at every neuron means the bound is attained (Proposition 1). The
-  paper's Eq. 3 is lost from our copy; we sum absolute distances.
+  from "the closest optimal solution of Fast-Lin" (§4.2): where the bound uses the lower
+  line (the backward coefficient is positive; intercept 0), Fast-Lin's only solution on
+  that line that a ReLU network can produce is the kink, so the distance is ``|x|``;
+  where it uses the upper line (negative coefficient; the chord), the solutions are its
+  ends, so ``min(|x - l|, |x - u|)``. ``r = 0`` at every neuron means the bound is
+  attained (Proposition 1). The paper uses these Fast-Lin conditions for CROWN too, as a
+  sufficient condition ("which also serves as a sufficient condition for CROWN"), and so
+  do we: under CROWN a lower slope of 0 or 1 is also tight on a half-line (``x <= 0`` or
+  ``x >= 0``), where ``r`` can be positive while ``d`` is 0. The paper's Eq. 3 is lost
+  from our copy; we sum the absolute distances.
 
 ``x*`` is treated as a constant (``stop_gradient``), as the paper computes it first and
 then evaluates the network there.
@@ -34,7 +38,6 @@ from jaxcert.bound_methods import METHODS, CrownIBP, LinearMethod, Method, get_m
 from jaxcert.bounds import TracedNetwork
 from jaxcert.domains import linear
 from jaxcert.graph import evaluate
-from jaxcert.relaxations import relu_relaxation
 from jaxcert.sets import InputSet
 
 Array = jax.Array
@@ -53,8 +56,8 @@ class Tightness:
     Attributes:
       lower: the sound lower bound ``p*_C`` (what :func:`jaxcert.bound` returns).
       d: ``c_t . f(x*) - p*_C`` (>= 0).
-      r: summed distance of the unstable pre-activations at ``x*`` from the tight
-        points of the relaxation lines used (>= 0).
+      r: summed distance of the unstable pre-activations at ``x*`` from Fast-Lin's
+        feasible optimal solutions on the relaxation lines used (>= 0).
     """
 
     lower: Array
@@ -62,15 +65,10 @@ class Tightness:
     r: Array
 
 
-def _distance_to_tight_set(
-    pre: Array, lo: Array, hi: Array, lower_slope: Array, k: Array | float
-) -> tuple[Array, Array]:
-    """Distances from the lower line's and the upper line's tight points."""
-    on_lower = jnp.where(
-        lower_slope >= 1,
-        jax.nn.relu(-pre),
-        jnp.where(lower_slope <= k, jax.nn.relu(pre), jnp.abs(pre)),
-    )
+def _distance_to_fastlin_solutions(pre: Array, lo: Array, hi: Array) -> tuple[Array, Array]:
+    """Distances from Fast-Lin's feasible optimal solutions: on the lower line (the kink
+    0) and on the upper line (the chord's ends ``lo`` and ``hi``)."""
+    on_lower = jnp.abs(pre)
     on_upper = jnp.minimum(jnp.abs(pre - lo), jnp.abs(pre - hi))
     return on_lower, on_upper
 
@@ -138,12 +136,8 @@ def tightness(
             continue
         coeff = kept[node.index]  # (batch, n_spec, *shape[1:])
         lo, hi = intervals[node.inputs[0]]  # type: ignore[misc]
-        k = node.params.get("slope", 0.0)
-        relax = relu_relaxation(lo, hi, ctx.lower_slope(node), k)
         pre = values[node.inputs[0]]
-        on_lower, on_upper = _distance_to_tight_set(
-            pre, lo[:, None], hi[:, None], relax.lower_slope[:, None], k
-        )
+        on_lower, on_upper = _distance_to_fastlin_solutions(pre, lo[:, None], hi[:, None])
         unstable = ((lo < 0) & (hi > 0))[:, None]
         dist = jnp.where(coeff > 0, on_lower, 0) + jnp.where(coeff < 0, on_upper, 0)
         dist = jnp.where(unstable, dist, 0)

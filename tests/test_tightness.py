@@ -56,20 +56,27 @@ def test_d_and_r_vanish_without_unstable_neurons(method):
     np.testing.assert_array_equal(t.r, 0)
 
 
-def test_r_is_zero_at_the_tight_points():
-    # relu(x0) + x1 with x0 in [-0.5, 0.4]: unstable, CROWN's lower slope is 0 and x* has
-    # x0 <= 0, on the line's tight half-line; the upper bound's chord is tight at x0 = u.
+def test_r_measures_the_distance_to_fastlin_solutions():
+    # relu(x0) + x1 with x0 in [-0.5, 0.4], unstable. Upper row: the chord's optimum is at
+    # x0 = u = 0.4, one of Fast-Lin's feasible solutions: r = d = 0 for both methods.
     fn = lambda x: jax.nn.relu(x[:, :1]) + x[:, 1:]  # noqa: E731
     s = jaxcert.Box(jnp.array([[-0.5, 1.0]]), jnp.array([[0.4, 2.0]]))
     lower_row, upper_row = jnp.ones((1, 1, 1)), -jnp.ones((1, 1, 1))
-    for spec in (lower_row, upper_row):
-        t = tightness(fn, s, spec, "crown")
+    for method in ("crown", "fastlin"):
+        t = tightness(fn, s, upper_row, method)
         np.testing.assert_allclose(t.r, 0, atol=1e-6)
         np.testing.assert_allclose(t.d, 0, atol=1e-6)
-    # Fast-Lin's lower line (slope 4/9) touches only at 0, and x* has x0 = -0.5.
+    # Lower row, x* has x0 = -0.5. Fast-Lin's line (slope 4/9) is loose there: d > 0, and
+    # x0 is 0.5 from the kink, its only feasible solution: r = 0.5.
     t = tightness(fn, s, lower_row, "fastlin")
     np.testing.assert_allclose(t.r, 0.5, rtol=1e-6)
     np.testing.assert_allclose(t.d, 4 / 9 * 0.5, rtol=1e-5)
+    # CROWN's line (slope 0) is tight on all of x0 <= 0, so d = 0 wherever x* lies there
+    # (x0's coefficient is 0: the minimiser takes the centre, -0.05). The paper's r still
+    # measures the distance to Fast-Lin's solution, the kink (a sufficient condition).
+    t = tightness(fn, s, lower_row, "crown")
+    np.testing.assert_allclose(t.d, 0, atol=1e-6)
+    np.testing.assert_allclose(t.r, 0.05, rtol=1e-5)
 
 
 def test_tightness_is_differentiable_and_jittable():
