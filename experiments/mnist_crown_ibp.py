@@ -7,6 +7,12 @@ C.1.2): 200 epochs, 10 warm-up and 50 ramp-up epochs, batch 100, Adam with learn
 rate 5e-4 decayed by 10x at epochs 130 and 190, eps_train = min(0.4, eps_test + 0.1),
 kappa 1 -> 0, beta 1 -> 0. Data: TFDS "mnist" (prepared), or
 ``--config.data.name=npz --config.data.path=/path/to/mnist.npz``.
+
+Batch size: the thesis' restatement of CROWN-IBP's Appendix C (which our copy of 003
+lacks) gives 100; 001 §6 says CROWN-IBP's "updated expensive training schedule" uses
+"200 epochs with batch size 256 for MNIST". We keep 100 (the text that restates the
+appendix); ``--config.train.batch_size=256`` runs the updated schedule, as
+``experiments/tightness_table2.py`` does.
 """
 
 from jaxcert.config import default_config

@@ -3,10 +3,14 @@
     python -m jaxcert.main --config=experiments/tightness_table2.py:0.3
     python -m jaxcert.main --config=experiments/tightness_table2.py:0.3,0.0   # CI ReImp
 
-The argument is ``eps_test[,gamma]``: ``gamma`` weights ``r`` (``tight_r``; the
-paper's value is not in our copy, default 0.5), 0 gives the re-implemented CROWN-IBP
-baseline. Settings of §6: CROWN-IBP's updated schedule, 200 epochs with batch 256 on
-MNIST, eps_train = min(0.4, eps_test + 0.1) (0.4 for 0.3), kappa 1 -> 0, beta 1 -> 0.
+The argument is ``eps_test[,gamma]``: ``gamma`` weights ``r`` (``tight_r``, Eq. 4's
+gamma), 0 gives the re-implemented CROWN-IBP baseline. Stated in 001 §6: "the updated
+expensive training schedule" of CROWN-IBP, "200 epochs with batch size 256 for MNIST".
+Not stated in our copy of 001 (taken from CROWN-IBP's MNIST settings as the thesis App.
+C.1.2 restates them): 10 warm-up / 50 ramp-up epochs, Adam 5e-4 decayed 10x at epochs
+130 and 190, eps_train = min(0.4, eps_test + 0.1), kappa 1 -> 0, beta 1 -> 0.
+**Guesses**: gamma = 0.5 (001's values of lambda and gamma are in its lost appendix),
+DM-large as the model (001 reports several; the DM models are CROWN-IBP's).
 """
 
 from jaxcert.config import default_config
