@@ -23,7 +23,7 @@ import numpy as np
 from jaxcert.attacks import pgd
 from jaxcert.bound_methods import CrownOpt, get_method
 from jaxcert.bounds import bound
-from jaxcert.ensemble import ensemble
+from jaxcert.ensemble import ensemble, ensemble_members
 from jaxcert.losses import verified
 from jaxcert.options import with_options
 from jaxcert.radius import certified_radius
@@ -292,13 +292,14 @@ def certify(config: Any, workdir: str | Path) -> dict[str, Any]:
 
 
 def _certify(config: Any, workdir: Path) -> dict[str, Any]:
-    exp, params, step = restore_params(config, workdir)
+    # This run's members (itself, or those it trained) and any other runs to average with.
+    member_dirs = [d for _, d in ensemble_members(config, workdir)]
+    member_dirs += [Path(other) for other in config.certify.ensemble_workdirs]
+    exp, params, step = restore_params(config, member_dirs[0])
     apply_fn = exp.apply_fn
-    if config.certify.ensemble_workdirs:
-        # Certify the averaged logits of this run and the others (DoubleMargin App. H).
-        members = [params] + [
-            restore_params(config, other)[1] for other in config.certify.ensemble_workdirs
-        ]
+    if len(member_dirs) > 1:
+        # Certify the averaged logits of the members (DoubleMargin's ensembles).
+        members = [params] + [restore_params(config, other)[1] for other in member_dirs[1:]]
         averaged = ensemble([functools.partial(exp.apply_fn, m) for m in members])
 
         def apply_fn(_: Any, x: Array) -> Array:
@@ -335,8 +336,8 @@ def _certify(config: Any, workdir: Path) -> dict[str, Any]:
         assert isinstance(other, tuple)
         report = union_report(report, masks, other[1], str(c.union_workdir))
     report["checkpoint_step"] = step
-    if config.certify.ensemble_workdirs:
-        report["ensemble_of"] = [str(workdir), *map(str, config.certify.ensemble_workdirs)]
+    if len(member_dirs) > 1:
+        report["ensemble_of"] = [str(d) for d in member_dirs]
     report["model"] = config.model.name
     report["method"] = config.method.name
     report["data"] = config.data.name

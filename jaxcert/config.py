@@ -98,6 +98,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.checkpoint_every_steps = 500
     c.train.keep_checkpoints = 3  # good (proven) ones; an unproven newer one is kept too
     c.train.max_loss = 1e6  # a loss above this stops training as diverged
+    # > 1: train this many members (seeds seed, seed + 1, ...) into workdir/member_<i>;
+    # certify then bounds their averaged logits (DoubleMargin's ensembles)
+    c.train.ensemble_members = 1
 
     c.certify = ml_collections.ConfigDict()
     c.certify.eps = 0.1
@@ -179,6 +182,7 @@ def validate(c: Any) -> None:
         "log_every_steps",
         "checkpoint_every_steps",
         "keep_checkpoints",
+        "ensemble_members",
     )
     for key in positive:
         if t[key] < 1:

@@ -1,8 +1,12 @@
 """Ensembles: the averaged logits of several models, bounded like any function.
 
-DoubleMargin (App. H) certifies ensembles of models trained with its regulariser by
-bounding the averaged logits. An ensemble is just another JAX function, so every bound
-method applies to it unchanged; this module only builds it.
+DoubleMargin (``000_…`` §4.3, App. H-I) extends its regulariser "to ensembles of models
+trained with our regularizer" and certifies the averaged logits. An ensemble is just
+another JAX function, so every bound method applies to it unchanged; this module builds
+it (:func:`ensemble`) and lays out a trained ensemble's members
+(:func:`ensemble_members`): with ``train.ensemble_members = N`` the command line trains
+``N`` members, each an ordinary run with its own seed in ``workdir/member_<i>``, and
+``--mode=certify`` bounds their average.
 """
 
 from __future__ import annotations
@@ -10,12 +14,14 @@ from __future__ import annotations
 import functools
 import operator
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import jax
 
 Array = jax.Array
 
-__all__ = ["ensemble"]
+__all__ = ["ensemble", "ensemble_members"]
 
 
 def ensemble(
@@ -39,3 +45,30 @@ def ensemble(
         return functools.reduce(operator.add, terms)
 
     return averaged
+
+
+def ensemble_members(config: Any, workdir: str | Path) -> list[tuple[Any, Path]]:
+    """The ``(config, workdir)`` of each member of the run ``config`` in ``workdir``.
+
+    One member (``train.ensemble_members == 1``) is the run itself. ``N > 1`` members are
+    runs in ``workdir/member_0`` ... ``member_<N-1>`` whose configs differ only in the
+    seed (``seed + i``: their own initialisation and data order) and train one model
+    each.
+
+    Example:
+      >>> from jaxcert.config import default_config
+      >>> c = default_config()
+      >>> c.train.ensemble_members = 2
+      >>> [(m.seed, str(d)) for m, d in ensemble_members(c, "w")]
+      [(0, 'w/member_0'), (1, 'w/member_1')]
+    """
+    count = int(config.train.ensemble_members)
+    if count == 1:
+        return [(config, Path(workdir))]
+    members = []
+    for i in range(count):
+        member = config.copy_and_resolve_references()
+        member.seed = config.seed + i
+        member.train.ensemble_members = 1
+        members.append((member, Path(workdir) / f"member_{i}"))
+    return members

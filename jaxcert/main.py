@@ -35,14 +35,21 @@ def run(config, workdir: str, mode: str) -> dict | None:
     """Validates the config and runs ``mode``; returns the certify report if any."""
     validate(config)
     from jaxcert.certify import certify
+    from jaxcert.ensemble import ensemble_members
     from jaxcert.train import train
 
     Path(workdir).mkdir(parents=True, exist_ok=True)
     (Path(workdir) / "config.json").write_text(config.to_json_best_effort(indent=2))
     if mode in ("train", "train_and_certify"):
-        _, records = train(config, workdir)
-        if records:
-            print("last training metrics:", json.dumps(records[-1]))
+        members = ensemble_members(config, workdir)
+        for i, (member_config, member_dir) in enumerate(members):
+            if len(members) > 1:
+                print(f"ensemble member {i + 1}/{len(members)}: {member_dir}")
+                member_dir.mkdir(parents=True, exist_ok=True)
+                (member_dir / "config.json").write_text(member_config.to_json_best_effort(indent=2))
+            _, records = train(member_config, member_dir)
+            if records:
+                print("last training metrics:", json.dumps(records[-1]))
     if mode in ("certify", "train_and_certify"):
         report = certify(config, workdir)
         print((Path(workdir) / "certify.md").read_text())

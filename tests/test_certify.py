@@ -3,11 +3,12 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers_train import tiny_config, write_tiny_npz
 
 from jaxcert.certify import certify
-from jaxcert.train import train
+from jaxcert.train import restore_params, train
 
 
 @pytest.fixture(scope="module")
@@ -167,3 +168,26 @@ def test_union_is_reported_per_verifier_too():
     assert out["verified_error"]["union:ibp"] == pytest.approx(1 / 3)  # examples 0 and 2
     assert out["verified_error"]["union"] == pytest.approx(1 / 3)  # examples 0 and 1
     assert out["union_with"] == "sp"
+
+
+def test_an_ensemble_is_trained_member_by_member_and_certified_as_one(tmp_path):
+    from jaxcert.main import run
+
+    c = tiny_config(write_tiny_npz(tmp_path / "tiny.npz"), "ibp", epochs=1)
+    c.seed = 3
+    c.train.ensemble_members = 2
+    c.certify.verifiers = ("ibp",)
+    report = run(c, str(tmp_path / "ens"), "train_and_certify")
+    dirs = [tmp_path / "ens" / "member_0", tmp_path / "ens" / "member_1"]
+    assert report["ensemble_of"] == [str(d) for d in dirs]
+    assert (tmp_path / "ens" / "certify.json").exists()
+    # Each member is an ordinary run with its own seed: different initialisations.
+    assert [json.loads((d / "config.json").read_text())["seed"] for d in dirs] == [3, 4]
+    exp, p0, _ = restore_params(c, dirs[0])
+    _, p1, _ = restore_params(c, dirs[1])
+    x = exp.dataset.x_test.astype(np.float32) / 255.0
+    out0, out1 = exp.apply_fn(p0, x), exp.apply_fn(p1, x)
+    assert not np.allclose(out0, out1)
+    logits = (out0 + out1) / 2
+    clean_error = 1 - float(np.mean(np.argmax(logits, -1) == exp.dataset.y_test))
+    assert report["clean_error"] == pytest.approx(clean_error)
