@@ -9,7 +9,7 @@ returns the new value. In order (:data:`PASSES`):
    :class:`~jaxcert.errors.UnsupportedOperation` with the primitive and the user's line;
 2. :data:`RECOGNISE_CALLS`: ``jax.nn.relu``, ``jax.nn.leaky_relu`` and the monotone
    ``jax.nn`` functions, recognised by name, become activation nodes;
-3. :data:`REWRITE_MAX_MIN`: ``max(x, c) = relu(x - c) + c``, ``min(x, c) = x - relu(x - c)``
+3. :data:`REWRITE_MAX_MIN`: ``max(x, c) = relu(x - c) + c``, ``min(x, c) = c - relu(c - x)``
    and ``clamp`` (both), so they get proper linear relaxations;
 4. :data:`RECOGNISE_MONOTONE`: monotone primitives (``tanh``, ``exp``, ...) and
    ``reduce_window_max``/``reduce_max`` become activation nodes;
@@ -108,11 +108,15 @@ def _max_const(b: GraphBuilder, x: Ref, c: Any, source_info: Any) -> Ref:
 
 
 def _min_const(b: GraphBuilder, x: Ref, c: Any, source_info: Any) -> Ref:
-    """``min(x, c) = x - relu(x - c)``."""
+    """``min(x, c) = c - relu(c - x)``: ``x`` occurs once, so that IBP is exact (the form
+    ``x - relu(x - c)`` subtracts two copies of ``x`` whose errors do not cancel)."""
     node = b.node(x)
     c = jnp.broadcast_to(jnp.asarray(c, node.dtype), node.shape)
-    shifted = x if _is_zero(c) else b.emit_prim(lax.sub_p, [x, c], source_info)
-    return b.emit_prim(lax.sub_p, [x, _relu(b, shifted, source_info)], source_info)
+    if _is_zero(c):
+        negated = b.emit_prim(lax.neg_p, [x], source_info)
+        return b.emit_prim(lax.neg_p, [_relu(b, negated, source_info)], source_info)
+    shifted = b.emit_prim(lax.sub_p, [c, x], source_info)
+    return b.emit_prim(lax.sub_p, [c, _relu(b, shifted, source_info)], source_info)
 
 
 def _monotone(b: GraphBuilder, x: Ref, node: Node, function: str, fn: Any) -> Ref:

@@ -37,6 +37,25 @@ def test_max_min_clamp_become_shifted_relus():
     assert ops.count("relu") == 2
 
 
+@pytest.mark.parametrize(
+    "fn, lo, hi, want",
+    [
+        # min(x, 1) over [1.66, 1.86]: exactly 1 (x - relu(x - 1) gave [0.8, 1.2]).
+        (lambda x: jnp.minimum(x, 1.0), 1.66, 1.86, (1.0, 1.0)),
+        (lambda x: jnp.minimum(x, 1.0), 0.5, 1.5, (0.5, 1.0)),
+        (lambda x: jnp.minimum(x, 0.0), -0.3, 0.4, (-0.3, 0.0)),
+        (lambda x: jnp.clip(x, 0.0, 1.0), -0.5, 1.5, (0.0, 1.0)),
+        (lambda x: jnp.clip(x, 0.0, 1.0), 0.2, 0.7, (0.2, 0.7)),
+        (jax.nn.relu6, 5.5, 7.0, (5.5, 6.0)),
+    ],
+)
+def test_ibp_of_min_max_clip_is_exact(fn, lo, hi, want):
+    # Monotone in x, and x occurs once after the rewrite: IBP is the exact range.
+    b = jaxcert.bound(fn, jaxcert.Box(jnp.full((1, 2), lo), jnp.full((1, 2), hi)), "ibp")
+    np.testing.assert_allclose(b.lower, want[0], atol=1e-6)
+    np.testing.assert_allclose(b.upper, want[1], atol=1e-6)
+
+
 def test_monotone_functions_are_named_nodes():
     g = trace(lambda x: jnp.tanh(jax.nn.softplus(x)), X_SHAPE, jnp.float32)
     assert [n.name for n in g.activations] == ["softplus_0", "tanh_0"]
