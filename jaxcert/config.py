@@ -63,6 +63,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.method.opt_step_size = 2.0  # crown-ibp-opt: eta (>= 1 for the one-step method)
     c.method.pgd_steps = 7  # pgd training
     c.method.pgd_restarts = 1
+    c.method.pgd_step_size = 0.0  # pgd / trades training: the step (0: 2.5 eps / pgd_steps)
+    c.method.trades_beta = 6.0  # trades: weight of the KL term (0: natural training)
     c.method.clip_min = 0.0
     c.method.clip_max = 1.0
     c.method.gamma = 0.1  # double-margin / ibp+v: finite-difference step
@@ -144,7 +146,16 @@ def validate(c: Any) -> None:
             _fail(f"method.{key}", f"must lie in [0, 1], got {c.method[key]}")
     if c.method.opt_steps < 1:
         _fail("method.opt_steps", f"must be >= 1, got {c.method.opt_steps}")
-    for key in ("tight_d", "tight_r", "rs_weight", "l1_weight", "lam_start", "lam_end"):
+    for key in (
+        "tight_d",
+        "tight_r",
+        "rs_weight",
+        "l1_weight",
+        "lam_start",
+        "lam_end",
+        "pgd_step_size",
+        "trades_beta",
+    ):
         if not c.method[key] >= 0:
             _fail(f"method.{key}", f"must be >= 0, got {c.method[key]}")
     for key in ("gamma", "ahs_gamma"):

@@ -27,6 +27,8 @@ def test_default_config_is_valid():
         ("method.gamma", 0.0, "method.gamma"),
         ("method.tight_r", -1.0, "method.tight_r"),
         ("method.rs_weight", -0.1, "method.rs_weight"),
+        ("method.trades_beta", -1.0, "method.trades_beta"),
+        ("train.ensemble_members", 0, "train.ensemble_members"),
         ("method.adaptive_lambda", True, "data.validation_size"),
         ("certify.verifiers", ("ibp", "alpha-beta"), "certify.verifiers"),
         ("certify.pgd_steps", 0, "certify.pgd_steps"),

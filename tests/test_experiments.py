@@ -1,6 +1,7 @@
 """Every experiment config loads, validates and encodes its paper's settings."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,14 +47,15 @@ def _load(name, arg=None):
     + [
         ("bcp_table32", a)
         for a in ("mnist,4c3f,bcp", "mnist,4c3f,lmt", "cifar10,4c3f,bcp", "cifar10,6c2f,bcp")
-    ],
+    ]
+    + [("trades", d) for d in ("mnist", "cifar10")],
 )
 def test_experiment_configs_validate(name, arg):
     validate(_load(name, arg))
 
 
 def test_every_experiment_file_is_covered():
-    files = {p.stem for p in EXPERIMENTS.glob("*.py")}
+    files = {p.stem for p in EXPERIMENTS.glob("*.py")} - {"reproduce"}  # the driver
     assert files == {
         "quickstart",
         "mnist_dm_small",
@@ -64,6 +66,7 @@ def test_every_experiment_file_is_covered():
         "doublemargin_table2",
         "tightness_table2",
         "bcp_table32",
+        "trades",
     }
 
 
@@ -114,3 +117,57 @@ def test_bcp_settings():
     assert c.model.name == "cnn_6c2f" and c.method.eps_train == pytest.approx(36 / 255)
     with pytest.raises(ValueError, match="bcp or lmt"):
         _load("bcp_table32", "mnist,4c3f,ibp")
+
+
+def test_trades_settings():
+    c = _load("trades", "mnist")
+    assert (c.method.name, c.method.pgd_steps, c.method.pgd_step_size) == ("trades", 40, 0.01)
+    assert c.method.trades_beta == 1.0 and c.train.ramp_epochs == 0
+    assert _load("trades", "cifar10").method.trades_beta == 6.0
+
+
+def _reproduce_module():
+    spec = importlib.util.spec_from_file_location("reproduce", EXPERIMENTS / "reproduce.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("reproduce", module)  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    return sys.modules["reproduce"]
+
+
+def _apply_flags(config, flags):
+    """Applies ``--config.a.b=value`` overrides the way the command line parses them."""
+    import ast
+
+    for flag in flags:
+        key, value = flag.removeprefix("--config.").split("=", 1)
+        *sections, name = key.split(".")
+        target = config
+        for section in sections:
+            target = target[section]
+        old = target[name]
+        if isinstance(old, str):
+            new = value
+        elif isinstance(old, bool):
+            new = value == "True"
+        else:
+            new = ast.literal_eval(value)
+            new = type(old)(new) if not isinstance(old, tuple) else tuple(new)
+        target[name] = new
+    return config
+
+
+@pytest.mark.parametrize("comparison", sorted(_reproduce_module().COMPARISONS))
+def test_every_reproduction_row_is_a_valid_run(comparison, tmp_path):
+    # Each row's command: its paper's config plus the shared budget, validated; all rows
+    # of one comparison share the budget flags and the seed.
+    reproduce = _reproduce_module()
+    rows = reproduce.commands(comparison, str(tmp_path), str(tmp_path / "runs"))
+    budget = reproduce.COMPARISONS[comparison].budget
+    assert "--config.seed=0" in budget
+    for _row, workdir, cmd in rows:
+        name, arg = cmd[3].removeprefix("--config=experiments/").split(".py:")
+        flags = [f for f in cmd[4:] if f.startswith("--config.")]
+        assert flags[: 2 + len(budget)][2:] == list(budget)
+        config = _apply_flags(_load(name, arg), flags)
+        validate(config)
+        assert workdir.parent.name == comparison

@@ -17,6 +17,7 @@ from jaxcert.methods import (  # noqa: F401
     lipschitz_margin,
     natural,
     regularized,
+    trades,
 )
 from jaxcert.methods.options import clip_range, config_value
 from jaxcert.methods.registry import (

@@ -16,12 +16,12 @@ from jaxcert.methods.registry import register
 def make_pgd(apply_fn, num_classes: int, config: Any):
     """``CE(f(x_adv), y)`` with ``x_adv`` from PGD at the scheduled ``eps``.
 
-    Config keys: ``pgd_steps`` (default 7), ``pgd_step_size`` (default ``2.5 eps /
+    Config keys: ``pgd_steps`` (default 7), ``pgd_step_size`` (0 or absent: ``2.5 eps /
     steps``), ``pgd_restarts`` (1), ``clip_min``/``clip_max`` (0, 1).
     """
     del num_classes
     steps = int(config_value(config, "pgd_steps", 7))
-    step_size = config_value(config, "pgd_step_size", None)
+    step_size = config_value(config, "pgd_step_size", None) or None  # 0: the default rule
     restarts = int(config_value(config, "pgd_restarts", 1))
     clip = clip_range(config)
 
