@@ -133,6 +133,11 @@ COMPARISONS: dict[str, Comparison] = {
             Row("IBP regulariser", "doublemargin_table2.py:mnist,ibp-reg"),
             Row("DoubleMargin (s + v)", "doublemargin_table2.py:mnist,double-margin"),
             Row("DoubleMargin (s only)", "doublemargin_table2.py:mnist,double-margin-s"),
+            Row(
+                "DoubleMargin (s + v), ensemble of 2 seeds",
+                "doublemargin_table2.py:mnist,double-margin",
+                ("--config.train.ensemble_members=2",),
+            ),
         ),
     ),
     "tightness": Comparison(
