@@ -65,6 +65,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.method.pgd_restarts = 1
     c.method.pgd_step_size = 0.0  # pgd / trades training: the step (0: 2.5 eps / pgd_steps)
     c.method.trades_beta = 6.0  # trades: weight of the KL term (0: natural training)
+    c.method.alpha = 0.5  # cc-ibp / mtl-ibp / exp-ibp: over-approximation coefficient
     c.method.clip_min = 0.0
     c.method.clip_max = 1.0
     c.method.gamma = 0.1  # double-margin / ibp+v: finite-difference step
@@ -141,7 +142,7 @@ def validate(c: Any) -> None:
         value = c[section][name]
         if not value >= 0 or value != value or value == float("inf"):
             _fail(key, f"must be a finite number >= 0, got {value}")
-    for key in ("kappa_start", "kappa_end", "beta_start", "beta_end"):
+    for key in ("kappa_start", "kappa_end", "beta_start", "beta_end", "alpha"):
         if not 0 <= c.method[key] <= 1:
             _fail(f"method.{key}", f"must lie in [0, 1], got {c.method[key]}")
     if c.method.opt_steps < 1:

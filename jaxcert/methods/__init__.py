@@ -14,6 +14,7 @@ from __future__ import annotations
 from jaxcert.methods import (  # noqa: F401
     adversarial,
     certified,
+    expressive,
     lipschitz_margin,
     natural,
     regularized,
