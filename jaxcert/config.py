@@ -66,6 +66,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.method.pgd_step_size = 0.0  # pgd / trades training: the step (0: 2.5 eps / pgd_steps)
     c.method.trades_beta = 6.0  # trades: weight of the KL term (0: natural training)
     c.method.alpha = 0.5  # cc-ibp / mtl-ibp / exp-ibp: over-approximation coefficient
+    c.method.sabr_lambda = 0.4  # sabr: the small box's radius as a fraction of eps
     c.method.clip_min = 0.0
     c.method.clip_max = 1.0
     c.method.gamma = 0.1  # double-margin / ibp+v: finite-difference step
@@ -145,6 +146,8 @@ def validate(c: Any) -> None:
     for key in ("kappa_start", "kappa_end", "beta_start", "beta_end", "alpha"):
         if not 0 <= c.method[key] <= 1:
             _fail(f"method.{key}", f"must lie in [0, 1], got {c.method[key]}")
+    if not 0 < c.method.sabr_lambda <= 1:
+        _fail("method.sabr_lambda", f"must lie in (0, 1], got {c.method.sabr_lambda}")
     if c.method.opt_steps < 1:
         _fail("method.opt_steps", f"must be >= 1, got {c.method.opt_steps}")
     for key in (

@@ -29,6 +29,7 @@ def test_default_config_is_valid():
         ("method.rs_weight", -0.1, "method.rs_weight"),
         ("method.trades_beta", -1.0, "method.trades_beta"),
         ("method.alpha", 1.5, "method.alpha"),
+        ("method.sabr_lambda", 0.0, "method.sabr_lambda"),
         ("train.ensemble_members", 0, "train.ensemble_members"),
         ("method.adaptive_lambda", True, "data.validation_size"),
         ("certify.verifiers", ("ibp", "alpha-beta"), "certify.verifiers"),

@@ -18,6 +18,7 @@ from jaxcert.methods import (  # noqa: F401
     lipschitz_margin,
     natural,
     regularized,
+    sabr,
     trades,
 )
 from jaxcert.methods.options import clip_range, config_value
