@@ -8,7 +8,7 @@ import jax
 
 from jaxcert.attacks import pgd
 from jaxcert.losses import accuracy, cross_entropy
-from jaxcert.methods.options import clip_range, config_value
+from jaxcert.methods.options import clip_range, config_value, pgd_step_size
 from jaxcert.methods.registry import register
 
 
@@ -21,7 +21,7 @@ def make_pgd(apply_fn, num_classes: int, config: Any):
     """
     del num_classes
     steps = int(config_value(config, "pgd_steps", 7))
-    step_size = config_value(config, "pgd_step_size", None) or None  # 0: the default rule
+    step_size = pgd_step_size(config)
     restarts = int(config_value(config, "pgd_restarts", 1))
     clip = clip_range(config)
 

@@ -28,7 +28,7 @@ import optax
 from jaxcert.attacks import pgd
 from jaxcert.bounds import bound
 from jaxcert.losses import accuracy, verified
-from jaxcert.methods.options import clip_range, config_value
+from jaxcert.methods.options import clip_range, config_value, pgd_step_size
 from jaxcert.methods.registry import MethodMaker, register
 from jaxcert.sets import LinfBall
 from jaxcert.specs import margin_spec, worst_case_logits
@@ -97,7 +97,7 @@ def make_expressive(name: str) -> MethodMaker:
         if not 0 <= alpha <= 1:
             raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
         steps = int(config_value(config, "pgd_steps", 1))
-        step_size = config_value(config, "pgd_step_size", None) or None
+        step_size = pgd_step_size(config)
         clip = clip_range(config)
 
         def loss_fn(params, x, y, hparams, rng):

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from jaxcert.attacks import pgd
 from jaxcert.bounds import bound
 from jaxcert.losses import mixed_objective, robust_cross_entropy, verified
-from jaxcert.methods.options import clip_range, config_value
+from jaxcert.methods.options import clip_range, config_value, pgd_step_size
 from jaxcert.methods.registry import register
 from jaxcert.sets import Box
 from jaxcert.specs import margin_spec
@@ -61,7 +61,7 @@ def make_sabr(apply_fn, num_classes: int, config: Any):
     if not 0 < lam <= 1:
         raise ValueError(f"sabr_lambda must lie in (0, 1], got {lam}")
     steps = int(config_value(config, "pgd_steps", 7))
-    fixed_step = config_value(config, "pgd_step_size", None) or None
+    fixed_step = pgd_step_size(config)
     clip = clip_range(config)
 
     def loss_fn(params, x, y, hparams, rng):

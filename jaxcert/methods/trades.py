@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcert.losses import accuracy, cross_entropy
-from jaxcert.methods.options import clip_range, config_value
+from jaxcert.methods.options import clip_range, config_value, pgd_step_size
 from jaxcert.methods.registry import register
 
 Array = jax.Array
@@ -89,7 +89,7 @@ def make_trades(apply_fn, num_classes: int, config: Any):
     del num_classes
     beta = float(config_value(config, "trades_beta", 6.0))
     steps = int(config_value(config, "pgd_steps", 7))
-    fixed_step = float(config_value(config, "pgd_step_size", 0.0) or 0.0)
+    fixed_step = pgd_step_size(config)
     clip = clip_range(config)
     if beta < 0:
         raise ValueError(f"trades_beta must be >= 0, got {beta}")
@@ -97,7 +97,7 @@ def make_trades(apply_fn, num_classes: int, config: Any):
     def loss_fn(params, x, y, hparams, rng):
         fn = lambda z: apply_fn(params, z)  # noqa: E731
         eps = hparams["eps"]
-        step_size = fixed_step if fixed_step > 0 else 2.5 * eps / steps
+        step_size = fixed_step if fixed_step is not None else 2.5 * eps / steps
         logits = fn(x)
         natural = cross_entropy(logits, y)
         x_adv = trades_perturbation(
