@@ -24,6 +24,7 @@ from jaxcert.attacks import pgd
 from jaxcert.bound_methods import CrownOpt, get_method
 from jaxcert.bounds import bound
 from jaxcert.ensemble import ensemble, ensemble_members
+from jaxcert.errors import ConfigError
 from jaxcert.losses import verified
 from jaxcert.options import with_options
 from jaxcert.radius import certified_radius
@@ -222,19 +223,31 @@ def union_report(
     return out
 
 
+def report_stem(split: str) -> str:
+    """The file name (without suffix) of a certify report on ``split``.
+
+    Example:
+      >>> report_stem("test"), report_stem("validation")
+      ('certify', 'certify_validation')
+    """
+    return "certify" if split == "test" else f"certify_{split}"
+
+
 def write_report(report: dict[str, Any], workdir: str | Path) -> dict[str, Path]:
-    """Writes ``certify.json``, ``certify.md`` and ``certify.png``; returns their paths."""
+    """Writes ``certify.json``, ``certify.md`` and ``certify.png`` (``certify_validation.*``
+    for a report on the validation split); returns their paths."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    paths = {k: workdir / f"certify.{k}" for k in ("json", "md", "png")}
+    stem = report_stem(report.get("split", "test"))
+    paths = {k: workdir / f"{stem}.{k}" for k in ("json", "md", "png")}
     paths["json"].write_text(json.dumps(report, indent=2))
 
     ve = report["verified_error"]
     loaded = report.get("checkpoint_step")
     of_step = f", checkpoint step {loaded}" if loaded is not None else ""
     lines = [
-        f"# Certification at eps = {report['eps']:g} ({report['num_examples']} test "
-        f"examples{of_step})",
+        f"# Certification at eps = {report['eps']:g} ({report['num_examples']} "
+        f"{report.get('split', 'test')} examples{of_step})",
         "",
         "| metric | error (%) |",
         "|---|---:|",
@@ -313,8 +326,13 @@ def _certify(config: Any, workdir: Path) -> dict[str, Any]:
 
     ds = exp.dataset
     n = config.certify.num_examples
-    x = ds.x_test[:n] if n > 0 else ds.x_test
-    y = ds.y_test[:n] if n > 0 else ds.y_test
+    if config.certify.split == "validation":
+        if ds.x_val is None or ds.y_val is None:
+            raise ConfigError("certify.split='validation' needs data.validation_size > 0")
+        x, y = ds.x_val, ds.y_val
+    else:
+        x, y = ds.x_test, ds.y_test
+    x, y = (x[:n], y[:n]) if n > 0 else (x, y)
     c = config.certify
     kwargs = dict(
         eps=c.eps,
@@ -344,6 +362,7 @@ def _certify(config: Any, workdir: Path) -> dict[str, Any]:
     report["checkpoint_step"] = step
     if len(member_dirs) > 1:
         report["ensemble_of"] = [str(d) for d in member_dirs]
+    report["split"] = config.certify.split
     report["model"] = config.model.name
     report["method"] = config.method.name
     report["data"] = config.data.name

@@ -17,6 +17,8 @@ from jaxcert.bound_methods import METHODS, LinearMethod
 from jaxcert.errors import ConfigError
 from jaxcert.models import MODELS
 
+SPLITS = ("test", "validation")  # what certify.split may name
+
 __all__ = ["default_config", "validate", "ConfigError"]
 
 
@@ -113,7 +115,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.certify.pgd_restarts = 1
     c.certify.pgd_step = 0.0  # PGD step as a fraction of eps (0: 2.5 / pgd_steps)
     c.certify.eps_grid = (0.0, 0.05, 0.1, 0.15, 0.2)
-    c.certify.num_examples = -1  # -1: the whole test set
+    c.certify.num_examples = -1  # -1: the whole split
+    # "test", or "validation": the held-out training examples (data.validation_size),
+    # reported as certify_validation.* so that choosing hyper-parameters never reads test
+    c.certify.split = "test"
     c.certify.batch_size = 200
     c.certify.opt_steps = 20  # crown-opt steps
     c.certify.radius = False  # also search each example's certified radius (mean, median)
@@ -240,6 +245,13 @@ def validate(c: Any) -> None:
             _fail("certify.eps_grid", f"every eps must be a finite number >= 0, got {e!r}")
     if not 0 <= v.pgd_step < float("inf"):
         _fail("certify.pgd_step", f"must be a finite number >= 0, got {v.pgd_step}")
+    if v.split not in SPLITS:
+        _fail("certify.split", f"unknown split {v.split!r}; one of {SPLITS}")
+    if v.split == "validation" and c.data.validation_size < 1:
+        _fail(
+            "data.validation_size",
+            "certify.split='validation' needs a validation split: set data.validation_size > 0",
+        )
     for key in ("radius_max", "radius_tol"):
         if not 0 < v[key] < float("inf"):
             _fail(f"certify.{key}", f"must be a finite number > 0, got {v[key]}")

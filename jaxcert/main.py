@@ -34,7 +34,7 @@ flags.DEFINE_enum(
 def run(config, workdir: str, mode: str) -> dict | None:
     """Validates the config and runs ``mode``; returns the certify report if any."""
     validate(config)
-    from jaxcert.certify import certify
+    from jaxcert.certify import certify, report_stem
     from jaxcert.ensemble import ensemble_members
     from jaxcert.train import train
 
@@ -52,7 +52,7 @@ def run(config, workdir: str, mode: str) -> dict | None:
                 print("last training metrics:", json.dumps(records[-1]))
     if mode in ("certify", "train_and_certify"):
         report = certify(config, workdir)
-        print((Path(workdir) / "certify.md").read_text())
+        print((Path(workdir) / f"{report_stem(config.certify.split)}.md").read_text())
         return report
     return None
 

@@ -191,3 +191,37 @@ def test_an_ensemble_is_trained_member_by_member_and_certified_as_one(tmp_path):
     logits = (out0 + out1) / 2
     clean_error = 1 - float(np.mean(np.argmax(logits, -1) == exp.dataset.y_test))
     assert report["clean_error"] == pytest.approx(clean_error)
+
+
+def test_certify_on_the_validation_split_reads_held_out_training_examples(tmp_path):
+    from jaxcert.main import run
+
+    c = tiny_config(write_tiny_npz(tmp_path / "tiny.npz"), "ibp", epochs=1)
+    c.data.validation_size = 24
+    c.certify.verifiers = ("ibp",)
+    run(c, str(tmp_path / "run"), "train_and_certify")
+    c.certify.split = "validation"
+    report = run(c, str(tmp_path / "run"), "certify")
+    assert report["split"] == "validation" and report["num_examples"] == 24
+    # Its own files: the test report of the same run is left as it was.
+    on_disk = json.loads((tmp_path / "run" / "certify_validation.json").read_text())
+    assert on_disk["split"] == "validation"
+    assert json.loads((tmp_path / "run" / "certify.json").read_text())["split"] == "test"
+    assert "24 validation examples" in (tmp_path / "run" / "certify_validation.md").read_text()
+    exp, params, _ = restore_params(c, tmp_path / "run")
+    x = exp.dataset.x_val.astype(np.float32) / 255.0
+    clean = 1 - float(np.mean(np.argmax(exp.apply_fn(params, x), -1) == exp.dataset.y_val))
+    assert report["clean_error"] == pytest.approx(clean)
+
+
+def test_certify_on_the_validation_split_without_one_is_a_config_error(tmp_path):
+    from jaxcert.config import validate
+    from jaxcert.errors import ConfigError
+
+    c = tiny_config(write_tiny_npz(tmp_path / "tiny.npz"), "ibp")
+    c.certify.split = "validation"
+    with pytest.raises(ConfigError, match="data.validation_size"):
+        validate(c)
+    c.certify.split = "train"
+    with pytest.raises(ConfigError, match="certify.split"):
+        validate(c)

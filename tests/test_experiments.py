@@ -171,3 +171,23 @@ def test_every_reproduction_row_is_a_valid_run(comparison, tmp_path):
         config = _apply_flags(_load(name, arg), flags)
         validate(config)
         assert workdir.parent.name == comparison
+        if reproduce.COMPARISONS[comparison].validate:  # a split to choose on
+            config.certify.split = "validation"
+            validate(config)
+
+
+def test_reproduction_steps_skip_what_is_done_and_certify_validation_first(tmp_path):
+    reproduce = _reproduce_module()
+    plain = reproduce.COMPARISONS["bcp"]
+    swept = reproduce.COMPARISONS["tightness"]
+    assert swept.validate and not plain.validate
+    names = lambda comp: [step for step, _ in reproduce._steps(comp, tmp_path)]  # noqa: E731
+    assert names(plain) == ["train", "certify"]
+    assert names(swept) == ["train", "validation", "certify"]
+    (tmp_path / "certify.json").write_text("{}")
+    assert names(plain) == []
+    assert names(swept) == ["train", "validation"]  # resumes: training returns when done
+    (tmp_path / "certify_validation.json").write_text("{}")
+    assert names(swept) == []
+    flags = dict(reproduce._steps(swept, tmp_path / "new"))["validation"]
+    assert "--config.certify.split=validation" in flags
