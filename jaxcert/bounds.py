@@ -17,9 +17,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxcert.bound_methods import IBP, Method, get_method
-from jaxcert.domains import interval
 from jaxcert.domains.backward import Interval, slope_chooser
-from jaxcert.domains.intermediate import crown_intervals
+from jaxcert.domains.intermediate import crown_intervals, ibp_intervals
 from jaxcert.graph import Graph, trace
 from jaxcert.sets import InputSet
 
@@ -146,9 +145,11 @@ class TracedNetwork:
         self._crown: dict[tuple[str, int | None, bool], list[Interval]] = {}
 
     def ibp_intervals(self) -> list[Interval]:
-        """Every node's IBP interval ``(lower, upper)``, computed on first use."""
+        """Every node's IBP interval ``(lower, upper)``, computed on first use (the first
+        affine layers exact over a norm ball:
+        :func:`~jaxcert.domains.intermediate.ibp_intervals`)."""
         if self._ibp is None:
-            self._ibp = interval.propagate(self.graph, *self.input_set.bounding_box())
+            self._ibp = ibp_intervals(self.graph, self.input_set)
         return self._ibp
 
     def crown_intervals(

@@ -87,3 +87,128 @@ def test_constant_relaxation_bounds_a_monotone_function():
     z = lo + 0.37 * (hi - lo)
     assert np.all(np.asarray(r.lower_bias) <= np.asarray(jnp.tanh(z)) + 1e-7)
     assert np.all(np.asarray(r.upper_bias) >= np.asarray(jnp.tanh(z)) - 1e-7)
+
+
+# ------------------------------------------------- smooth activations by curvature
+
+from jaxcert.relaxations import CURVATURE, curved_relaxation  # noqa: E402
+
+# Each function of the curvature table, and the part of the line it is defined on.
+FUNCTIONS = {
+    "exp": (jnp.exp, None),
+    "expm1": (jnp.expm1, None),
+    "softplus": (jax.nn.softplus, None),
+    "squareplus": (jax.nn.squareplus, None),
+    "log": (jnp.log, 1e-3),
+    "log1p": (jnp.log1p, -1 + 1e-3),
+    "sqrt": (jnp.sqrt, 0.0),
+    "log_sigmoid": (jax.nn.log_sigmoid, None),
+    "logistic": (jax.lax.logistic, None),
+    "sigmoid": (jax.nn.sigmoid, None),
+    "tanh": (jnp.tanh, None),
+    "erf": (jax.scipy.special.erf, None),
+    "atan": (jnp.arctan, None),
+    "asinh": (jnp.arcsinh, None),
+    "soft_sign": (jax.nn.soft_sign, None),
+    "cbrt": (jnp.cbrt, None),
+    "hard_tanh": (jax.nn.hard_tanh, None),
+    "sinh": (jnp.sinh, None),
+}
+
+
+def test_every_function_of_the_curvature_table_is_tested():
+    assert set(FUNCTIONS) == set(CURVATURE)
+
+
+@pytest.mark.parametrize("name", sorted(CURVATURE))
+def test_the_curvature_table_is_right(name):
+    # Second differences on a grid: >= 0 where the table says convex, <= 0 where concave.
+    fn, start = FUNCTIONS[name]
+    with jax.enable_x64(True):
+        z = jnp.linspace(start if start is not None else -6.0, 6.0, 4001)
+        f = np.asarray(fn(z))
+    second = f[:-2] - 2 * f[1:-1] + f[2:]
+    mid = np.asarray(z[1:-1])
+    tol = 1e-9 * np.maximum(1, np.abs(f[1:-1]))
+    kind = CURVATURE[name]
+    convex_part = {"convex": mid == mid, "concave": mid != mid, "s": mid <= 0}.get(kind, mid >= 0)
+    assert np.all(second[convex_part] >= -tol[convex_part])
+    assert np.all(second[~convex_part] <= tol[~convex_part])
+
+
+def _curved_intervals(start, n=600, seed=0):
+    """Random intervals with the hard cases: around 0, one-sided, very wide, far from
+    zero, tiny, and points."""
+    rng = np.random.default_rng(seed)
+    lo = rng.normal(size=n) * 3
+    width = np.abs(rng.normal(size=n)) * np.exp(rng.normal(size=n) * 2)
+    lo[:8] = [-1e3, -50.0, 30.0, -0.5, 0.7, 2.0, -3.0, -1e-4]
+    width[:8] = [2e3, 10.0, 5.0, 1.0, 1e-7, 0.0, 0.0, 2e-4]
+    if start is not None:
+        lo = start + np.abs(lo)
+    lo = np.minimum(lo, 20.0)  # exp and sinh stay finite at the upper end in float32
+    hi = np.minimum(lo + width, 40.0)
+    return jnp.asarray(lo, jnp.float32), jnp.asarray(hi, jnp.float32)
+
+
+@pytest.mark.parametrize("name", sorted(CURVATURE))
+def test_curved_lines_bound_the_function_on_every_interval(name):
+    fn, start = FUNCTIONS[name]
+    lo, hi = _curved_intervals(start)
+    r = curved_relaxation(CURVATURE[name], fn, lo, hi)
+    # No NaN, points (l = u) included; a line is infinite only where f is (sinh(-1e3)).
+    assert not any(bool(jnp.any(jnp.isnan(v))) for v in r)
+    finite = jnp.isfinite(fn(lo)) & jnp.isfinite(fn(hi))
+    assert all(bool(jnp.all(jnp.isfinite(v) | ~finite)) for v in r)
+    t = jnp.linspace(0, 1, 2001)[:, None]
+    z = jnp.clip(lo + t * (hi - lo), lo, hi)
+    z = jnp.concatenate([z, lo[None], hi[None]])
+    f = fn(z)
+    below = r.lower_slope * z + r.lower_bias
+    above = r.upper_slope * z + r.upper_bias
+    assert bool(jnp.all(below <= f)), float(jnp.max(below - f))
+    assert bool(jnp.all(f <= above)), float(jnp.max(f - above))
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "exp", "log", "sinh", "atan"])
+def test_curved_lines_are_linear_information_not_constants(name):
+    # On moderate intervals the lines carry the function's slope, and they are much
+    # tighter than the constant lines on average.
+    fn, start = FUNCTIONS[name]
+    lo = jnp.linspace(-2.0, 1.0, 50) + (0 if start is None else 3.0)
+    hi = lo + 0.8
+    r = curved_relaxation(CURVATURE[name], fn, lo, hi)
+    assert bool(jnp.all(r.lower_slope > 0)) and bool(jnp.all(r.upper_slope > 0))
+    z = jnp.linspace(0, 1, 101)[:, None] * (hi - lo) + lo
+    lines = jnp.mean((r.upper_slope * z + r.upper_bias) - (r.lower_slope * z + r.lower_bias))
+    assert float(lines) < 0.3 * float(jnp.mean(fn(hi) - fn(lo)))
+
+
+def test_hard_tanh_is_exact_inside_each_linear_piece():
+    lo = jnp.array([-0.9, 0.1, -0.5, -7.0, 1.5])
+    hi = jnp.array([-0.2, 0.8, 0.95, -1.5, 9.0])
+    r = curved_relaxation("s", jax.nn.hard_tanh, lo, hi)
+    np.testing.assert_allclose(r.lower_slope, [1, 1, 1, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(r.upper_slope, [1, 1, 1, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(r.lower_bias, [0, 0, 0, -1, 1], atol=1e-5)
+    np.testing.assert_allclose(r.upper_bias, [0, 0, 0, -1, 1], atol=1e-5)
+
+
+def test_s_shaped_rule_takes_the_tangent_through_the_far_end():
+    # tanh on [-0.5, 1]: the chord crosses tanh near u (tanh'(1) < the chord's slope),
+    # so the upper line is the tangent through (l, tanh(l)); [-1, 0.5] is the mirror.
+    lo, hi = jnp.array([-0.5, -1.0]), jnp.array([1.0, 0.5])
+    r = curved_relaxation("s", jnp.tanh, lo, hi)
+    upper_at_l = r.upper_slope[0] * lo[0] + r.upper_bias[0]
+    assert abs(float(upper_at_l - jnp.tanh(lo[0]))) < 1e-4
+    d = jnp.linspace(0, 1, 10001)
+    gap = r.upper_slope[0] * d + r.upper_bias[0] - jnp.tanh(d)
+    assert 0 <= float(jnp.min(gap)) < 1e-4  # above, and it touches
+    lower_at_u = r.lower_slope[1] * hi[1] + r.lower_bias[1]
+    assert abs(float(lower_at_u - jnp.tanh(hi[1]))) < 1e-4
+    # Mostly on the convex side, the chord is the upper line (tanh'(u) >= its slope);
+    # mostly on the concave side, the lower line.
+    lo, hi = jnp.array([-3.0, -0.3]), jnp.array([0.3, 3.0])
+    r = curved_relaxation("s", jnp.tanh, lo, hi)
+    chord = (jnp.tanh(hi) - jnp.tanh(lo)) / (hi - lo)
+    np.testing.assert_allclose([r.upper_slope[0], r.lower_slope[1]], chord, rtol=1e-5)

@@ -6,7 +6,9 @@ choosing the patch domain (:mod:`jaxcert.domains.patches`) when the node's whole
 ancestry is a chain of convolutions, activations and elementwise affine maps whose
 patches are smaller than the feature maps, and dense passes
 (:mod:`jaxcert.domains.linear`) otherwise; :func:`crown_intervals` does it for every
-pre-activation node of a graph.
+pre-activation node of a graph. :func:`ibp_intervals` is IBP from an input set: from
+its bounding box, except that the first affine layers over a norm ball are bounded
+exactly by the same passes (their rows' dual norms).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from jaxcert import ops
 from jaxcert.domains import interval, linear, patches
 from jaxcert.domains.backward import (
     Context,
@@ -25,13 +28,20 @@ from jaxcert.domains.backward import (
     bounds_in_chunks,
     default_chunk_size,
     preactivation_nodes,
+    slope_chooser,
 )
 from jaxcert.graph import Graph, Node
 from jaxcert.sets import InputSet
 
 Array = jax.Array
 
-__all__ = ["identity_bounds", "crown_intervals"]
+__all__ = [
+    "identity_bounds",
+    "crown_intervals",
+    "ibp_intervals",
+    "exact_affine_intervals",
+    "weighted_affine_prefix",
+]
 
 
 def _dense_identity_bounds(
@@ -103,5 +113,86 @@ def crown_intervals(
             if intersect_ibp:
                 lo, hi = jnp.maximum(lo, iv[0]), jnp.minimum(hi, iv[1])
             iv = (lo, hi)
+        intervals.append(iv)
+    return intervals  # type: ignore[return-value]
+
+
+def weighted_affine_prefix(graph: Graph) -> list[int]:
+    """The nodes that are affine functions of the input through at least one weighted op
+    (a dense layer, a convolution, a scaling), in order: where IBP from the bounding box
+    of a norm ball is loose and the ball's own concretisation is exact.
+
+    Example:
+      >>> from jaxcert.graph import trace
+      >>> g = trace(lambda x: jax.nn.relu(x.reshape(1, 2) @ jnp.ones((2, 3))), (1, 2), jnp.float32)
+      >>> [g.nodes[i].op for i in weighted_affine_prefix(g)]
+      ['dot_general']
+    """
+    affine, weighted = {0}, set()
+    for node in graph.nodes[1:]:
+        if ops.is_linear(node.op) and all(i in affine for i in node.inputs):
+            affine.add(node.index)
+            if ops.OPS[node.op].kind == "weighted" or any(i in weighted for i in node.inputs):
+                weighted.add(node.index)
+    return sorted(weighted)
+
+
+def exact_affine_intervals(
+    graph: Graph, input_set: InputSet, chunk_size: int | None = None
+) -> dict[int, Interval]:
+    """The set's exact interval of every node of :func:`weighted_affine_prefix` that a
+    non-linear node reads (or that is the output): ``{node index: (lower, upper)}``.
+
+    Each row's concretisation over the set (dual norms; L0 by top-k; a clipped ball's
+    better of ball and box), by the backward passes of :func:`identity_bounds`. Empty
+    for a box, whose bounding box IBP already propagates exactly through affine layers.
+    """
+    if input_set.is_box:
+        return {}
+    read_by_nonlinear = {graph.output}
+    for node in graph.nodes[1:]:
+        if not ops.is_linear(node.op):
+            read_by_nonlinear.update(node.inputs)
+    # The affine prefix has no activation: the passes read no interval and no slope.
+    ctx = Context(graph, [None] * len(graph.nodes), slope_chooser("adaptive"))
+    return {
+        index: identity_bounds(ctx, input_set, index, chunk_size)
+        for index in weighted_affine_prefix(graph)
+        if index in read_by_nonlinear
+    }
+
+
+def ibp_intervals(
+    graph: Graph,
+    input_set: InputSet,
+    chunk_size: int | None = None,
+    *,
+    exact: dict[int, Interval] | None = None,
+) -> list[Interval]:
+    """IBP's interval of every node, starting from the input set itself.
+
+    IBP propagates the set's bounding box. For a box (an Linf ball) that is exact
+    through the first affine layer; for an L2, L1 or L0 ball it is not (one dense layer
+    over an L2 ball: ``eps ||W_i||_1`` instead of ``eps ||W_i||_2``). So the nodes of
+    :func:`exact_affine_intervals` take the set's exact interval, intersected with the
+    box's; the nodes after them are IBP as usual. ``exact``: those intervals, if the
+    caller has them already.
+
+    Example:
+      >>> import jaxcert
+      >>> fn = lambda x: x @ jnp.array([[3.0], [4.0]])
+      >>> g = jaxcert.graph.trace(fn, (1, 2), jnp.float32)
+      >>> ball = jaxcert.L2Ball(jnp.zeros((1, 2)), 1.0)
+      >>> ibp_intervals(g, ball)[-1]  # the box would give [-7, 7]
+      (Array([[-5.]], dtype=float32), Array([[5.]], dtype=float32))
+    """
+    if exact is None:
+        exact = exact_affine_intervals(graph, input_set, chunk_size)
+    intervals: list[Interval | None] = [input_set.bounding_box()]
+    for node in graph.nodes[1:]:
+        iv = interval.propagate_node(node, intervals)
+        if node.index in exact:
+            lo, hi = exact[node.index]
+            iv = (jnp.maximum(lo, iv[0]), jnp.minimum(hi, iv[1]))
         intervals.append(iv)
     return intervals  # type: ignore[return-value]

@@ -8,7 +8,9 @@ coefficients ``A`` over whole feature maps, derived from the op registry:
   offset; convolutions merge the spec axis into the batch for one transposed
   convolution;
 * (leaky) ReLU: the :mod:`jaxcert.relaxations` line picked by the sign of ``A``;
-* other non-decreasing activations: the constant lines ``f(l) <= f(z) <= f(u)``;
+* other non-decreasing activations: tangent and chord lines by their curvature
+  (:func:`jaxcert.relaxations.curved_relaxation`: sigmoid, tanh, exp, log, ...), and
+  the constant lines ``f(l) <= f(z) <= f(u)`` for those of unknown curvature;
 * max-pool: ``max(window) >= z[argmax of the lower bounds]`` below, ``max(u)`` above.
 
 Only lower bounds are computed; an upper bound is minus the lower bound of ``-A``.
@@ -31,7 +33,13 @@ from jaxcert.domains.backward import (
     transpose_merged,
 )
 from jaxcert.graph import Graph, Node, Ref
-from jaxcert.relaxations import Relaxation, constant_relaxation, relu_relaxation
+from jaxcert.relaxations import (
+    CURVATURE,
+    Relaxation,
+    constant_relaxation,
+    curved_relaxation,
+    relu_relaxation,
+)
 from jaxcert.sets import InputSet
 
 Array = jax.Array
@@ -99,11 +107,17 @@ def _relu_rule(node: Node, A: Array, ctx: Context) -> Contributions:
     return [(z, A_z)], bias
 
 
-def _constant_rule(node: Node, A: Array, ctx: Context) -> Contributions:
-    # Constant lines f(l) <= f(z) <= f(u): sound for any non-decreasing function.
-    lo, hi = ctx.interval(node.index)
-    _, bias = _relaxation_rule(constant_relaxation(lo, hi), A)
-    return [], bias
+def _monotone_rule(node: Node, A: Array, ctx: Context) -> Contributions:
+    (z,) = node.inputs
+    lo, hi = ctx.interval(z)
+    curvature = CURVATURE.get(node.params["function"])
+    if curvature is None:
+        # Constant lines f(l) <= f(z) <= f(u): sound for any non-decreasing function.
+        _, bias = _relaxation_rule(constant_relaxation(node.apply(lo), node.apply(hi)), A)
+        return [], bias
+    assert node.fn is not None  # monotone nodes carry their function
+    A_z, bias = _relaxation_rule(curved_relaxation(curvature, node.fn, lo, hi), A)
+    return [(z, A_z)], bias
 
 
 def _max_rule(node: Node, A: Array, ctx: Context) -> Contributions:
@@ -125,7 +139,7 @@ RULES: dict[str, BackwardRule] = ops.rule_table(
         "weighted": _affine_rule,
         "sum": _affine_rule,
         "structural": _affine_rule,
-        "monotone": _constant_rule,
+        "monotone": _monotone_rule,
     },
     overrides={
         "conv_general_dilated": _conv_rule,

@@ -84,8 +84,7 @@ import jax.numpy as jnp
 
 from jaxcert import ops
 from jaxcert.domains import interval
-from jaxcert.domains.backward import Context, preactivation_nodes, slope_chooser
-from jaxcert.domains.intermediate import identity_bounds
+from jaxcert.domains.intermediate import exact_affine_intervals, ibp_intervals
 from jaxcert.graph import Graph, Node, Ref, trace
 from jaxcert.options import Registry
 from jaxcert.relaxations import relu_relaxation
@@ -282,15 +281,6 @@ RULES: dict[str, Rule] = ops.rule_table(
 )
 
 
-def _first_layer(graph: Graph) -> list[int]:
-    """Pre-activation nodes that only affine ops separate from the input."""
-    affine_from_input = {0}
-    for node in graph.nodes[1:]:
-        if ops.is_linear(node.op) and all(i in affine_from_input for i in node.inputs):
-            affine_from_input.add(node.index)
-    return [i for i in preactivation_nodes(graph) if i in affine_from_input]
-
-
 def propagate(
     graph: Graph,
     input_set: InputSet,
@@ -304,13 +294,9 @@ def propagate(
     computed only for ``ibp_radii``.
     """
     x = input_set.nominal().astype(graph.nodes[0].dtype)
-    ibp = interval.propagate(graph, *input_set.bounding_box()) if method.ibp_radii else None
-    exact: dict[int, Array] = {}
-    if not input_set.is_box:
-        ctx = Context(graph, [None] * len(graph.nodes), slope_chooser("adaptive"))
-        for index in _first_layer(graph):
-            lo, hi = identity_bounds(ctx, input_set, index, chunk_size)
-            exact[index] = (hi - lo) / 2
+    first = exact_affine_intervals(graph, input_set, chunk_size)
+    ibp = ibp_intervals(graph, input_set, exact=first) if method.ibp_radii else None
+    exact = {index: (hi - lo) / 2 for index, (lo, hi) in first.items()}
 
     z: list[Any] = [x]
     r: list[Any] = [input_set.coordinate_radius().astype(x.dtype)]
