@@ -31,7 +31,7 @@ Example:
   >>> OPS["conv_general_dilated"].kind, OPS["add"].offset, OPS["relu"].monotone
   ('weighted', True, True)
   >>> sorted(op.name for op in graph_ops() if op.kind == "activation")
-  ['leaky_relu', 'max_pool', 'monotone', 'reduce_max', 'relu']
+  ['even_convex', 'leaky_relu', 'max_pool', 'monotone', 'reduce_max', 'relu']
 """
 
 from __future__ import annotations
@@ -365,7 +365,16 @@ def _monotone_lipschitz(node: Any) -> float | None:
     return rule if isinstance(rule, float) else None
 
 
+def _even_convex_lipschitz(node: Any) -> float | None:
+    return 1.0 if node.params["function"] == "abs" else None  # x ** 2k has no global one
+
+
 defactivation("relu", lambda node, z: jax.nn.relu(z), lipschitz=1.0)
+# An even convex function, smallest at 0: |z| and z ** 2k (not monotone: IBP takes the
+# minimum at 0 where the interval holds it).
+defactivation(
+    "even_convex", lambda node, z: node.fn(z), lipschitz=_even_convex_lipschitz, monotone=False
+)
 defactivation("leaky_relu", lambda node, z: jnp.maximum(z, node.params["slope"] * z), lipschitz=1.0)
 defactivation("monotone", lambda node, z: node.fn(z), lipschitz=_monotone_lipschitz)
 defactivation("max_pool", None, lipschitz=_max_pool_lipschitz, batch=_window_keeps_batch)
@@ -384,6 +393,8 @@ defmonotone("atan", lipschitz=1.0)
 defmonotone("asinh", lipschitz=1.0)
 for _name in ("exp", "expm1", "log", "log1p", "sqrt", "cbrt", "sinh"):
     defmonotone(_name)
+# z ** k for odd k >= 3: the graph passes turn an ``integer_pow`` into this.
+defmonotone("odd_pow")
 # ``jax.nn`` functions, recognised by the name of their jit. (relu6 and hard_sigmoid are
 # left to inline: they lower to max/min with constants, which become ReLUs with proper
 # linear relaxations.) elu, celu and selu's constants depend on their alpha and scale.

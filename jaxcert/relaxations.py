@@ -135,6 +135,7 @@ CURVATURE: dict[str, str] = {
     # Clip to [-1, 1]: convex up to 1, concave from -1, so S-shaped about 0 too.
     "hard_tanh": "s",
     "sinh": "inverse-s",
+    "odd_pow": "inverse-s",  # z ** 3, z ** 5, ...
 }
 
 _BISECTION_STEPS = 30  # the tangent points; soundness does not depend on convergence
@@ -209,9 +210,13 @@ def _negated(relax: Relaxation) -> Relaxation:
 
 
 def curved_relaxation(
-    curvature: str, fn: Callable[[Array], Array], lower: Array, upper: Array
+    curvature: str,
+    fn: Callable[[Array], Array],
+    lower: Array,
+    upper: Array,
+    value_range: tuple[Array, Array] | None = None,
 ) -> Relaxation:
-    """Lines around a smooth non-decreasing ``fn`` on ``[l, u]`` by its ``curvature``.
+    """Lines around a smooth ``fn`` on ``[l, u]`` by its ``curvature``.
 
     ``"convex"``: the tangent at the midpoint below, the chord above; ``"concave"``: the
     mirror. ``"s"`` (convex on ``z <= 0``, concave on ``z >= 0``): the convex or concave
@@ -225,6 +230,8 @@ def curved_relaxation(
       curvature: one of the values of :data:`CURVATURE`.
       fn: the elementwise function (differentiable by ``jax.jvp``).
       lower, upper: its input bounds, same shape.
+      value_range: the range of ``fn`` on ``[l, u]``, the constant lines; default
+        ``(f(l), f(u))``, right for a non-decreasing ``fn`` only.
 
     Returns:
       The :class:`Relaxation`, each field shaped like ``lower``.
@@ -253,7 +260,7 @@ def curved_relaxation(
         )
     if flipped:
         relax = _negated(relax)
-    f_l, f_u = fn(lower), fn(upper)
+    f_l, f_u = (fn(lower), fn(upper)) if value_range is None else value_range
     value_scale = jnp.maximum(jnp.abs(f_l), jnp.abs(f_u))
     input_scale = jnp.maximum(jnp.abs(lower), jnp.abs(upper))
     # Each side keeps its line where the line encloses less area with f than the

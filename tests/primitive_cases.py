@@ -47,7 +47,7 @@ AFFINE_CASES = {
     "residual_add": lambda x: x @ _W @ _W.T + x,
 }
 
-# Non-linear cases (monotone or piecewise-linear) with sound but inexact bounds.
+# Non-linear cases (monotone, piecewise-linear, even convex) with sound but inexact bounds.
 NONLINEAR_CASES = {
     "max_pool": lambda x: lax.reduce_window(
         _img(x), -jnp.inf, lax.max, (1, 2, 2, 1), (1, 1, 1, 1), "VALID"
@@ -59,6 +59,9 @@ NONLINEAR_CASES = {
     "sigmoid_tanh": lambda x: jnp.tanh(x @ _W) + jax.nn.sigmoid(x @ _W),
     "softplus_exp": lambda x: jax.nn.softplus(x @ _W) - jnp.exp(0.1 * x @ _W),
     "elu": lambda x: jax.nn.elu(x @ _W),
+    "abs": lambda x: jnp.abs(x @ _W - 0.5),
+    "square_cube": lambda x: (x @ _W - 0.5) ** 2 - (x @ _W) ** 3,
+    "atan_sinh_erf": lambda x: jnp.arctan(x @ _W) + jnp.sinh(x @ _W) - jax.lax.erf(x @ _W),
 }
 
 AFFINE_CASES["split"] = lambda x: (

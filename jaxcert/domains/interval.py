@@ -5,7 +5,7 @@ operand is an ``(lower, upper)`` pair for a bounded input or the constant array 
 It is derived from the op registry (:mod:`jaxcert.ops`): affine operations go through
 centre/radius form (the centre through the op itself, the radius through the same op
 with its weight replaced by ``|weight|``); non-decreasing activations map endpoints to
-endpoints.
+endpoints; ``|z|`` and even powers take their minimum at 0 where the interval holds it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,14 @@ Array = jax.Array
 Interval = tuple[Array, Array]
 Rule = Callable[[Node, Sequence[Any]], Interval]
 
-__all__ = ["RULES", "Interval", "propagate", "propagate_node", "propagate_radius"]
+__all__ = [
+    "RULES",
+    "Interval",
+    "propagate",
+    "propagate_node",
+    "propagate_radius",
+    "even_convex_range",
+]
 
 
 def _center_radius(iv: Interval) -> tuple[Array, Array]:
@@ -84,6 +91,17 @@ def _endpoint_rule(node: Node, operands: Sequence[Any]) -> Interval:
     return node.apply(lo), node.apply(hi)
 
 
+def even_convex_range(node: Node, lower: Array, upper: Array) -> Interval:
+    """The range of an even convex function (``|z|``, ``z ** 2k``) on ``[l, u]``: its
+    value at the point nearest 0 up to the larger of its values at the endpoints."""
+    nearest_zero = jnp.clip(jnp.zeros_like(lower), lower, upper)
+    return node.apply(nearest_zero), jnp.maximum(node.apply(lower), node.apply(upper))
+
+
+def _even_convex_rule(node: Node, operands: Sequence[Any]) -> Interval:
+    return even_convex_range(node, *operands[0])
+
+
 RULES: dict[str, Rule] = ops.rule_table(
     "interval",
     {
@@ -92,6 +110,7 @@ RULES: dict[str, Rule] = ops.rule_table(
         "structural": _affine_rule,
         "monotone": _endpoint_rule,
     },
+    overrides={"even_convex": _even_convex_rule},
 )
 
 

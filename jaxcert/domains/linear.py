@@ -11,6 +11,7 @@ coefficients ``A`` over whole feature maps, derived from the op registry:
 * other non-decreasing activations: tangent and chord lines by their curvature
   (:func:`jaxcert.relaxations.curved_relaxation`: sigmoid, tanh, exp, log, ...), and
   the constant lines ``f(l) <= f(z) <= f(u)`` for those of unknown curvature;
+* ``|z|`` and even powers: a tangent below, the chord above;
 * max-pool: ``max(window) >= z[argmax of the lower bounds]`` below, ``max(u)`` above.
 
 Only lower bounds are computed; an upper bound is minus the lower bound of ``-A``.
@@ -25,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcert import ops
+from jaxcert.domains import interval
 from jaxcert.domains.backward import (
     BackwardRule,
     Context,
@@ -120,6 +122,18 @@ def _monotone_rule(node: Node, A: Array, ctx: Context) -> Contributions:
     return [(z, A_z)], bias
 
 
+def _even_convex_rule(node: Node, A: Array, ctx: Context) -> Contributions:
+    # |z| and z ** 2k: convex, so a tangent below and the chord above, with the true
+    # range (minimum at 0) as the constant lines.
+    (z,) = node.inputs
+    lo, hi = ctx.interval(z)
+    assert node.fn is not None
+    value_range = interval.even_convex_range(node, lo, hi)
+    relax = curved_relaxation("convex", node.fn, lo, hi, value_range)
+    A_z, bias = _relaxation_rule(relax, A)
+    return [(z, A_z)], bias
+
+
 def _max_rule(node: Node, A: Array, ctx: Context) -> Contributions:
     # Below: the max is at least the element that is largest at the lower bounds, a
     # linear selection whose transpose is the op's own VJP at that point (ties share
@@ -147,6 +161,7 @@ RULES: dict[str, BackwardRule] = ops.rule_table(
         "leaky_relu": _relu_rule,
         "max_pool": _max_rule,
         "reduce_max": _max_rule,
+        "even_convex": _even_convex_rule,
     },
 )
 

@@ -278,6 +278,10 @@ RULES: dict[str, Rule] = ops.rule_table(
         "max_pool": _activation_rule(),
         "reduce_max": _activation_rule(),
     },
+    unsupported={
+        "even_convex": "the margin methods propagate through non-decreasing activations "
+        "only (|z| and even powers are not)",
+    },
 )
 
 

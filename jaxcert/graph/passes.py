@@ -11,8 +11,9 @@ returns the new value. In order (:data:`PASSES`):
    ``jax.nn`` functions, recognised by name, become activation nodes;
 3. :data:`REWRITE_MAX_MIN`: ``max(x, c) = relu(x - c) + c``, ``min(x, c) = c - relu(c - x)``
    and ``clamp`` (both), so they get proper linear relaxations;
-4. :data:`RECOGNISE_MONOTONE`: monotone primitives (``tanh``, ``exp``, ...) and
-   ``reduce_window_max``/``reduce_max`` become activation nodes;
+4. :data:`RECOGNISE_MONOTONE`: monotone primitives (``tanh``, ``exp``, odd powers, ...),
+   ``abs`` and even powers (``even_convex``) and ``reduce_window_max``/``reduce_max``
+   become activation nodes;
 5. :func:`check_linear`: operands bounded only where the op is linear in them (``x * x``
    is refused), results keep the batch axis and a float type, and matrix products and
    convolutions are bound in full precision (TF32 can break soundness);
@@ -240,7 +241,38 @@ def _max_reduction(op: str) -> RewriteRule:
     return rule
 
 
+def _abs(b: GraphBuilder, node: Node, args: tuple[Any, ...]) -> Ref:
+    return _even_convex(b, args[0], node, "abs", lambda z: lax.abs(z))
+
+
+def _even_convex(b: GraphBuilder, x: Ref, node: Node, function: str, fn: Any) -> Ref:
+    params = {"function": function}
+    return b.emit(
+        "even_convex", [x], node.shape, node.dtype, node.source_info, params=params, fn=fn
+    )
+
+
+def _integer_pow(b: GraphBuilder, node: Node, args: tuple[Any, ...]) -> Ref:
+    """``z ** k``: even ``k`` is convex and smallest at 0, odd ``k >= 3`` is monotone."""
+    k = int(node.params["y"])
+
+    def fn(z: Any, k: int = k) -> Any:
+        return lax.integer_pow(z, k)
+
+    if k == 1:
+        return args[0]
+    if k <= 0:
+        raise UnsupportedOperation(
+            "integer_pow", node.source, f"z ** {k} has a pole (or is constant) at 0: no rule"
+        )
+    if k % 2 == 0:
+        return _even_convex(b, args[0], node, "integer_pow", fn)
+    return _monotone(b, args[0], node, "odd_pow", fn)
+
+
 RECOGNISE_MONOTONE: dict[str, RewriteRule] = {
+    "abs": _abs,
+    "integer_pow": _integer_pow,
     **{
         op.name: _monotone_primitive
         for op in ops.OPS.values()

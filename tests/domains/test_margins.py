@@ -281,3 +281,11 @@ def test_margin_methods_are_option_objects():
         margins(tiny, s, "singleprop-zero", gamma=0.1)
     with pytest.raises(ValueError, match="relaxation|lower slope"):
         margins(tiny, s, SingleProp("bogus"))
+
+
+def test_margins_refuse_abs_and_even_powers_by_name():
+    from jaxcert.domains.margins import margins
+
+    s = jaxcert.LinfBall(jnp.zeros((1, 3)), 0.1)
+    with pytest.raises(jaxcert.UnsupportedOperation, match="non-decreasing"):
+        margins(lambda x: jnp.abs(x) @ jnp.ones((3, 2)), s, "singleprop-zero")

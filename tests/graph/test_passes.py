@@ -63,6 +63,38 @@ def test_monotone_functions_are_named_nodes():
     np.testing.assert_allclose(g.activations[0].apply(x), jax.nn.softplus(x), rtol=1e-6)
 
 
+def test_abs_and_powers_become_activation_nodes():
+    g = trace(lambda x: jnp.abs(x) + x**2 + x**3 + x**1, X_SHAPE, jnp.float32)
+    kinds = [(n.op, n.params["function"]) for n in g.activations]
+    assert kinds == [
+        ("even_convex", "abs"),
+        ("even_convex", "integer_pow"),
+        ("monotone", "odd_pow"),
+    ]
+    x = jnp.linspace(-2, 2, 6).reshape(X_SHAPE)
+    for node, want in zip(g.activations, (jnp.abs(x), x**2, x**3), strict=True):
+        np.testing.assert_allclose(node.apply(x), want, rtol=1e-6)
+    err = _unsupported(lambda x: x**-1)
+    assert err.primitive == "integer_pow" and "pole" in str(err)
+
+
+@pytest.mark.parametrize(
+    "fn, lo, hi, want",
+    [
+        (jnp.abs, -1.0, 2.0, (0.0, 2.0)),  # the minimum at 0 inside
+        (jnp.abs, -3.0, -1.0, (1.0, 3.0)),
+        (lambda z: z**2, -1.0, 2.0, (0.0, 4.0)),
+        (lambda z: z**4, 0.5, 1.0, (0.0625, 1.0)),
+        (lambda z: z**3, -2.0, 1.0, (-8.0, 1.0)),
+    ],
+)
+def test_ibp_of_abs_and_powers_is_the_exact_range(fn, lo, hi, want):
+    s = jaxcert.Box(jnp.full(X_SHAPE, lo), jnp.full(X_SHAPE, hi))
+    b = jaxcert.bound(fn, s, "ibp")
+    np.testing.assert_allclose(b.lower, want[0], rtol=1e-6)
+    np.testing.assert_allclose(b.upper, want[1], rtol=1e-6)
+
+
 def test_matmuls_are_bound_in_highest_precision():
     g = trace(lambda x: x @ jnp.ones((3, 2)), X_SHAPE, jnp.float32)
     assert g.nodes[1].params["precision"] == (jax.lax.Precision.HIGHEST,) * 2
