@@ -61,6 +61,7 @@ NONLINEAR_CASES = {
     "elu": lambda x: jax.nn.elu(x @ _W),
     "abs": lambda x: jnp.abs(x @ _W - 0.5),
     "square_cube": lambda x: (x @ _W - 0.5) ** 2 - (x @ _W) ** 3,
+    "product": lambda x: (x @ _W) * jax.nn.sigmoid(x @ _W - 0.2) + (x @ _W) * (x @ _W),
     "atan_sinh_erf": lambda x: jnp.arctan(x @ _W) + jnp.sinh(x @ _W) - jax.lax.erf(x @ _W),
 }
 

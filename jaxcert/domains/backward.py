@@ -150,7 +150,8 @@ def preactivation_nodes(graph: Graph) -> list[int]:
     """Indices of the nodes whose bounds the activations' relaxations read, in order."""
     seen: dict[int, None] = {}
     for node in graph.activations:
-        seen.setdefault(node.inputs[0], None)
+        for index in node.inputs:  # both factors of a product
+            seen.setdefault(index, None)
     return list(seen)
 
 

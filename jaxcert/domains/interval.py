@@ -5,7 +5,8 @@ operand is an ``(lower, upper)`` pair for a bounded input or the constant array 
 It is derived from the op registry (:mod:`jaxcert.ops`): affine operations go through
 centre/radius form (the centre through the op itself, the radius through the same op
 with its weight replaced by ``|weight|``); non-decreasing activations map endpoints to
-endpoints; ``|z|`` and even powers take their minimum at 0 where the interval holds it.
+endpoints; ``|z|`` and even powers take their minimum at 0 where the interval holds it; a product
+of two bounded values takes the extremes over the corners.
 """
 
 from __future__ import annotations
@@ -102,6 +103,13 @@ def _even_convex_rule(node: Node, operands: Sequence[Any]) -> Interval:
     return even_convex_range(node, *operands[0])
 
 
+def _product_rule(node: Node, operands: Sequence[Any]) -> Interval:
+    # The extremes of x * y over a box are at its corners.
+    (lx, ux), (ly, uy) = operands
+    corners = jnp.stack([lx * ly, lx * uy, ux * ly, ux * uy])
+    return jnp.min(corners, axis=0), jnp.max(corners, axis=0)
+
+
 RULES: dict[str, Rule] = ops.rule_table(
     "interval",
     {
@@ -110,7 +118,7 @@ RULES: dict[str, Rule] = ops.rule_table(
         "structural": _affine_rule,
         "monotone": _endpoint_rule,
     },
-    overrides={"even_convex": _even_convex_rule},
+    overrides={"even_convex": _even_convex_rule, "product": _product_rule},
 )
 
 

@@ -12,6 +12,7 @@ coefficients ``A`` over whole feature maps, derived from the op registry:
   (:func:`jaxcert.relaxations.curved_relaxation`: sigmoid, tanh, exp, log, ...), and
   the constant lines ``f(l) <= f(z) <= f(u)`` for those of unknown curvature;
 * ``|z|`` and even powers: a tangent below, the chord above;
+* products of two bounded values: McCormick's planes;
 * max-pool: ``max(window) >= z[argmax of the lower bounds]`` below, ``max(u)`` above.
 
 Only lower bounds are computed; an upper bound is minus the lower bound of ``-A``.
@@ -134,6 +135,19 @@ def _even_convex_rule(node: Node, A: Array, ctx: Context) -> Contributions:
     return [(z, A_z)], bias
 
 
+def _product_rule(node: Node, A: Array, ctx: Context) -> Contributions:
+    """``z = x y`` by McCormick's planes (as auto_LiRPA picks them): below,
+    ``z >= l_y x + l_x y - l_x l_y``; above, ``z <= u_y x + l_x y - l_x u_y``. Each is
+    ``(x - l_x)(y - l_y) >= 0`` or ``(x - l_x)(u_y - y) >= 0`` rearranged."""
+    x, y = node.inputs
+    (lx, _), (ly, uy) = ctx.interval(x), ctx.interval(y)
+    A_pos, A_neg = jnp.maximum(A, 0), jnp.minimum(A, 0)
+    A_x = A_pos * ly[:, None] + A_neg * uy[:, None]
+    A_y = A * lx[:, None]
+    bias = -sum_rest(A_pos * (lx * ly)[:, None] + A_neg * (lx * uy)[:, None])
+    return [(x, A_x), (y, A_y)], bias
+
+
 def _max_rule(node: Node, A: Array, ctx: Context) -> Contributions:
     # Below: the max is at least the element that is largest at the lower bounds, a
     # linear selection whose transpose is the op's own VJP at that point (ties share
@@ -162,6 +176,7 @@ RULES: dict[str, BackwardRule] = ops.rule_table(
         "max_pool": _max_rule,
         "reduce_max": _max_rule,
         "even_convex": _even_convex_rule,
+        "product": _product_rule,
     },
 )
 

@@ -405,6 +405,9 @@ RULES: dict[str, Rule] = ops.rule_table(
         "structural": _linear_rule,
         "activation": _activation_rule,
     },
+    unsupported={
+        "product": "a product of two bounded values has no global Lipschitz constant",
+    },
 )
 
 

@@ -281,6 +281,8 @@ RULES: dict[str, Rule] = ops.rule_table(
     unsupported={
         "even_convex": "the margin methods propagate through non-decreasing activations "
         "only (|z| and even powers are not)",
+        "product": "the margin methods propagate one bounded value per activation, not "
+        "products of two",
     },
 )
 

@@ -12,8 +12,8 @@ returns the new value. In order (:data:`PASSES`):
 3. :data:`REWRITE_MAX_MIN`: ``max(x, c) = relu(x - c) + c``, ``min(x, c) = c - relu(c - x)``
    and ``clamp`` (both), so they get proper linear relaxations;
 4. :data:`RECOGNISE_MONOTONE`: monotone primitives (``tanh``, ``exp``, odd powers, ...),
-   ``abs`` and even powers (``even_convex``) and ``reduce_window_max``/``reduce_max``
-   become activation nodes;
+   ``abs`` and even powers (``even_convex``), products of two bounded values
+   (``product``) and ``reduce_window_max``/``reduce_max`` become activation nodes;
 5. :func:`check_linear`: operands bounded only where the op is linear in them (``x * x``
    is refused), results keep the batch axis and a float type, and matrix products and
    convolutions are bound in full precision (TF32 can break soundness);
@@ -270,8 +270,16 @@ def _integer_pow(b: GraphBuilder, node: Node, args: tuple[Any, ...]) -> Ref:
     return _monotone(b, args[0], node, "odd_pow", fn)
 
 
+def _mul(b: GraphBuilder, node: Node, args: tuple[Any, ...]) -> Ref:
+    """A product of two bounded values becomes a ``product`` node; others stay linear."""
+    if len(node.bounded) < 2:
+        return b.copy(node, args)
+    return b.emit("product", list(args), node.shape, node.dtype, node.source_info)
+
+
 RECOGNISE_MONOTONE: dict[str, RewriteRule] = {
     "abs": _abs,
+    "mul": _mul,
     "integer_pow": _integer_pow,
     **{
         op.name: _monotone_primitive

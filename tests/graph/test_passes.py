@@ -112,11 +112,35 @@ def test_unsupported_primitive_names_itself_and_the_user_line():
     assert "test_passes.py" in err.source and "sin" in str(err)
 
 
-def test_product_of_two_bounded_values_is_refused():
-    err = _unsupported(lambda x: x * x)
-    assert err.primitive == "mul" and "two bounded" in str(err)
+def test_elementwise_products_of_bounded_values_become_product_nodes():
+    g = trace(lambda x: x * jnp.tanh(x) + 2.0 * x, X_SHAPE, jnp.float32)
+    ops_of = [n.op for n in g.nodes[1:]]
+    assert ops_of.count("product") == 1 and ops_of.count("mul") == 1  # 2 x stays linear
+    (product,) = [n for n in g.nodes if n.op == "product"]
+    assert len(product.inputs) == 2
+    x = jnp.linspace(-2, 2, 6).reshape(X_SHAPE)
+    np.testing.assert_allclose(product.apply(x, jnp.tanh(x)), x * jnp.tanh(x), rtol=1e-6)
+
+
+def test_a_matrix_product_of_two_bounded_values_is_refused():
     err = _unsupported(lambda x: jnp.einsum("bi,bj->bij", x, x))
-    assert err.primitive == "dot_general"
+    assert err.primitive == "dot_general" and "two bounded" in str(err)
+
+
+def test_ibp_of_a_product_is_the_exact_range_over_the_box():
+    lo = jnp.array([[-1.0, 2.0, -3.0, 0.5]])
+    hi = jnp.array([[2.0, 3.0, -1.0, 4.0]])
+    s = jaxcert.Box(lo, hi)
+    b = jaxcert.bound(lambda x: x[:, :2] * x[:, 2:], s, "ibp")
+    # [-1, 2] * [-3, -1] = [-6, 3]; [2, 3] * [0.5, 4] = [1, 12]
+    np.testing.assert_allclose(b.lower, [[-6.0, 1.0]])
+    np.testing.assert_allclose(b.upper, [[3.0, 12.0]])
+
+
+def test_products_have_no_lipschitz_constant_for_bcp():
+    s = jaxcert.L2Ball(jnp.zeros((1, 4)), 0.1)
+    with pytest.raises(jaxcert.UnsupportedOperation, match="Lipschitz"):
+        jaxcert.bound(lambda x: (x * jnp.tanh(x)) @ jnp.ones((4, 2)), s, "bcp")
 
 
 def test_input_dependent_selection_is_refused():
