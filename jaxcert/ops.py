@@ -31,7 +31,7 @@ Example:
   >>> OPS["conv_general_dilated"].kind, OPS["add"].offset, OPS["relu"].monotone
   ('weighted', True, True)
   >>> sorted(op.name for op in graph_ops() if op.kind == "activation")
-  ['even_convex', 'leaky_relu', 'max_pool', 'monotone', 'product', 'reduce_max', 'relu']
+  ['even_convex', 'leaky_relu', 'max_pool', 'maximum', 'monotone', 'product', 'reduce_max', 'relu']
 """
 
 from __future__ import annotations
@@ -380,6 +380,17 @@ defactivation("monotone", lambda node, z: node.fn(z), lipschitz=_monotone_lipsch
 # The elementwise product of two bounded values (gating, x * x): the graph passes turn
 # such a ``mul`` into this node; no global Lipschitz constant.
 _register(Op("product", "activation", (0, 1), impl=lambda node, x, y: x * y, lipschitz=None))
+# The elementwise max of two bounded values (maxout; min through negations).
+_register(
+    Op(
+        "maximum",
+        "activation",
+        (0, 1),
+        monotone=True,
+        impl=lambda node, x, y: jnp.maximum(x, y),
+        lipschitz=None,
+    )
+)
 defactivation("max_pool", None, lipschitz=_max_pool_lipschitz, batch=_window_keeps_batch)
 defactivation(
     "reduce_max", None, lipschitz=1.0, batch=_axes_exclude_batch("axes", "takes the max over")

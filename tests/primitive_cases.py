@@ -62,6 +62,9 @@ NONLINEAR_CASES = {
     "abs": lambda x: jnp.abs(x @ _W - 0.5),
     "square_cube": lambda x: (x @ _W - 0.5) ** 2 - (x @ _W) ** 3,
     "product": lambda x: (x @ _W) * jax.nn.sigmoid(x @ _W - 0.2) + (x @ _W) * (x @ _W),
+    "maxout_min": lambda x: (
+        jnp.maximum(x @ _W, 0.5 - x @ _W) + jnp.minimum(x @ _W, jnp.tanh(x @ _W))
+    ),
     "atan_sinh_erf": lambda x: jnp.arctan(x @ _W) + jnp.sinh(x @ _W) - jax.lax.erf(x @ _W),
 }
 

@@ -110,6 +110,11 @@ def _product_rule(node: Node, operands: Sequence[Any]) -> Interval:
     return jnp.min(corners, axis=0), jnp.max(corners, axis=0)
 
 
+def _maximum_rule(node: Node, operands: Sequence[Any]) -> Interval:
+    (lx, ux), (ly, uy) = operands
+    return jnp.maximum(lx, ly), jnp.maximum(ux, uy)
+
+
 RULES: dict[str, Rule] = ops.rule_table(
     "interval",
     {
@@ -118,7 +123,11 @@ RULES: dict[str, Rule] = ops.rule_table(
         "structural": _affine_rule,
         "monotone": _endpoint_rule,
     },
-    overrides={"even_convex": _even_convex_rule, "product": _product_rule},
+    overrides={
+        "even_convex": _even_convex_rule,
+        "product": _product_rule,
+        "maximum": _maximum_rule,
+    },
 )
 
 

@@ -12,7 +12,7 @@ coefficients ``A`` over whole feature maps, derived from the op registry:
   (:func:`jaxcert.relaxations.curved_relaxation`: sigmoid, tanh, exp, log, ...), and
   the constant lines ``f(l) <= f(z) <= f(u)`` for those of unknown curvature;
 * ``|z|`` and even powers: a tangent below, the chord above;
-* products of two bounded values: McCormick's planes;
+* products of two bounded values: McCormick's planes; their max: ``y + relu(x - y)``;
 * max-pool: ``max(window) >= z[argmax of the lower bounds]`` below, ``max(u)`` above.
 
 Only lower bounds are computed; an upper bound is minus the lower bound of ``-A``.
@@ -148,6 +148,16 @@ def _product_rule(node: Node, A: Array, ctx: Context) -> Contributions:
     return [(x, A_x), (y, A_y)], bias
 
 
+def _maximum_rule(node: Node, A: Array, ctx: Context) -> Contributions:
+    """``max(x, y) = y + relu(x - y)``, with the ReLU lines on ``x - y``'s interval
+    ``[l_x - u_y, u_x - l_y]``: exact (``x`` or ``y``) where the intervals do not overlap."""
+    x, y = node.inputs
+    (lx, ux), (ly, uy) = ctx.interval(x), ctx.interval(y)
+    relax = relu_relaxation(lx - uy, ux - ly, "adaptive")
+    A_d, bias = _relaxation_rule(relax, A, skip_lower_bias=True)
+    return [(x, A_d), (y, A - A_d)], bias
+
+
 def _max_rule(node: Node, A: Array, ctx: Context) -> Contributions:
     # Below: the max is at least the element that is largest at the lower bounds, a
     # linear selection whose transpose is the op's own VJP at that point (ties share
@@ -177,6 +187,7 @@ RULES: dict[str, BackwardRule] = ops.rule_table(
         "reduce_max": _max_rule,
         "even_convex": _even_convex_rule,
         "product": _product_rule,
+        "maximum": _maximum_rule,
     },
 )
 

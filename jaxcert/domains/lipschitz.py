@@ -407,6 +407,7 @@ RULES: dict[str, Rule] = ops.rule_table(
     },
     unsupported={
         "product": "a product of two bounded values has no global Lipschitz constant",
+        "maximum": "the ball rule takes one bounded operand; the max of two has two",
     },
 )
 

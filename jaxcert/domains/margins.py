@@ -283,6 +283,8 @@ RULES: dict[str, Rule] = ops.rule_table(
         "only (|z| and even powers are not)",
         "product": "the margin methods propagate one bounded value per activation, not "
         "products of two",
+        "maximum": "the margin methods propagate one bounded value per activation, not "
+        "the max of two",
     },
 )
 

@@ -10,7 +10,8 @@ returns the new value. In order (:data:`PASSES`):
 2. :data:`RECOGNISE_CALLS`: ``jax.nn.relu``, ``jax.nn.leaky_relu`` and the monotone
    ``jax.nn`` functions, recognised by name, become activation nodes;
 3. :data:`REWRITE_MAX_MIN`: ``max(x, c) = relu(x - c) + c``, ``min(x, c) = c - relu(c - x)``
-   and ``clamp`` (both), so they get proper linear relaxations;
+   and ``clamp`` (both), so they get proper linear relaxations; the max of two bounded
+   values becomes a ``maximum`` node, their min ``-maximum(-x, -y)``;
 4. :data:`RECOGNISE_MONOTONE`: monotone primitives (``tanh``, ``exp``, odd powers, ...),
    ``abs`` and even powers (``even_convex``), products of two bounded values
    (``product``) and ``reduce_window_max``/``reduce_max`` become activation nodes;
@@ -190,22 +191,23 @@ RECOGNISE_CALLS: dict[str, RewriteRule] = {"call": _call}
 # ------------------------------------------------------ 3. max / min / clamp
 
 
-def _bounded_and_constant(node: Node, args: tuple[Any, ...]) -> tuple[Ref, Any]:
-    bounded = node.bounded
-    if len(bounded) == 2:
-        raise UnsupportedOperation(
-            node.op, node.source, f"{node.op} of two bounded values has no rule"
-        )
-    return args[bounded[0]], args[1 - bounded[0]]
+def _maximum(b: GraphBuilder, node: Node, x: Ref, y: Ref) -> Ref:
+    return b.emit("maximum", [x, y], node.shape, node.dtype, node.source_info)
 
 
 def _max(b: GraphBuilder, node: Node, args: tuple[Any, ...]) -> Ref:
-    x, c = _bounded_and_constant(node, args)
+    if len(node.bounded) == 2:  # maxout: a node of its own (exact IBP, relu's lines)
+        return _maximum(b, node, *args)
+    x, c = args[node.bounded[0]], args[1 - node.bounded[0]]
     return _max_const(b, x, c, node.source_info)
 
 
 def _min(b: GraphBuilder, node: Node, args: tuple[Any, ...]) -> Ref:
-    x, c = _bounded_and_constant(node, args)
+    if len(node.bounded) == 2:  # min(x, y) = -max(-x, -y)
+        src = node.source_info
+        neg = [b.emit_prim(lax.neg_p, [a], src) for a in args]
+        return b.emit_prim(lax.neg_p, [_maximum(b, node, *neg)], src)
+    x, c = args[node.bounded[0]], args[1 - node.bounded[0]]
     return _min_const(b, x, c, node.source_info)
 
 

@@ -122,6 +122,20 @@ def test_elementwise_products_of_bounded_values_become_product_nodes():
     np.testing.assert_allclose(product.apply(x, jnp.tanh(x)), x * jnp.tanh(x), rtol=1e-6)
 
 
+def test_max_and_min_of_two_bounded_values_are_maximum_nodes():
+    g = trace(lambda x: jnp.maximum(x, 2 * x) + jnp.minimum(x, -x), X_SHAPE, jnp.float32)
+    assert [n.op for n in g.activations] == ["maximum", "maximum"]
+    lo = jnp.array([[-1.0, 0.5, -3.0], [0.0, 1.0, 2.0]])
+    s = jaxcert.Box(lo, lo + 1.0)
+    b = jaxcert.bound(lambda x: jnp.maximum(x[:, :2], x[:, 1:]), s, "ibp")
+    np.testing.assert_allclose(b.lower, jnp.maximum(lo[:, :2], lo[:, 1:]))  # exact
+    np.testing.assert_allclose(b.upper, jnp.maximum(lo[:, :2], lo[:, 1:]) + 1.0)
+    # Where one interval lies above the other, CROWN's lines are that operand exactly.
+    far = jaxcert.Box(jnp.array([[5.0, 0.0]]), jnp.array([[6.0, 1.0]]))
+    c = jaxcert.bound(lambda x: jnp.maximum(x[:, :1], x[:, 1:]), far, "crown")
+    np.testing.assert_allclose([c.lower[0, 0], c.upper[0, 0]], [5.0, 6.0], atol=1e-6)
+
+
 def test_a_matrix_product_of_two_bounded_values_is_refused():
     err = _unsupported(lambda x: jnp.einsum("bi,bj->bij", x, x))
     assert err.primitive == "dot_general" and "two bounded" in str(err)
