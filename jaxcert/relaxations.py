@@ -243,6 +243,20 @@ def curved_relaxation(
     """
     if curvature not in ("convex", "concave", "s", "inverse-s"):
         raise ValueError(f"unknown curvature {curvature!r}")
+    if not isinstance(lower, jax.core.Tracer):
+        # Eagerly, dozens of small ops would each dispatch (and the loop compile anew):
+        # one compiled program per function instead.
+        return _curved_jit(curvature, fn, lower, upper, value_range)
+    return _curved(curvature, fn, lower, upper, value_range)
+
+
+def _curved(
+    curvature: str,
+    fn: Callable[[Array], Array],
+    lower: Array,
+    upper: Array,
+    value_range: tuple[Array, Array] | None,
+) -> Relaxation:
     flipped = curvature in ("concave", "inverse-s")
     # A concave f is -(a convex function); an inverse-S f is -(an S-shaped one).
     g = (lambda z: -fn(z)) if flipped else fn
@@ -291,3 +305,6 @@ def curved_relaxation(
         upper_slope,
         jnp.where(keep_upper, relax.upper_bias, f_u) + margin(upper_slope),
     )
+
+
+_curved_jit = jax.jit(_curved, static_argnums=(0, 1))

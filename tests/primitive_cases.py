@@ -65,6 +65,9 @@ NONLINEAR_CASES = {
     "maxout_min": lambda x: (
         jnp.maximum(x @ _W, 0.5 - x @ _W) + jnp.minimum(x @ _W, jnp.tanh(x @ _W))
     ),
+    "gelu_exact_and_tanh": lambda x: (
+        jax.nn.gelu(x @ _W, approximate=False) + jax.nn.gelu(x @ _W - 0.3, approximate=True)
+    ),
     "atan_sinh_erf": lambda x: jnp.arctan(x @ _W) + jnp.sinh(x @ _W) - jax.lax.erf(x @ _W),
 }
 

@@ -279,8 +279,21 @@ def _mul(b: GraphBuilder, node: Node, args: tuple[Any, ...]) -> Ref:
     return b.emit("product", list(args), node.shape, node.dtype, node.source_info)
 
 
+def _erfc(b: GraphBuilder, node: Node, args: tuple[Any, ...]) -> Ref:
+    """``erfc(z) = 1 - erf(z)`` (decreasing): a monotone ``erf`` node, then an affine map.
+    Exact GELU, ``z * erfc(-z / sqrt 2) / 2``, then bounds as a product."""
+
+    def erf(z: Any) -> Any:
+        return lax.erf(z)
+
+    inner = _monotone(b, args[0], node, "erf", erf)
+    one = jnp.ones(node.shape, node.dtype)
+    return b.emit_prim(lax.sub_p, [one, inner], node.source_info)
+
+
 RECOGNISE_MONOTONE: dict[str, RewriteRule] = {
     "abs": _abs,
+    "erfc": _erfc,
     "mul": _mul,
     "integer_pow": _integer_pow,
     **{

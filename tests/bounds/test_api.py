@@ -164,7 +164,7 @@ def test_unknown_method_is_rejected():
 # In both functions the offending operation is two lines below the ``def``.
 def product_of_bounded_values(x):
     h = x + 1.0
-    return h * x
+    return jnp.einsum("bi,bj->bij", h, x)
 
 
 def sine_network(x):
@@ -173,7 +173,7 @@ def sine_network(x):
 
 
 @pytest.mark.parametrize(
-    ("fn", "primitive"), [(product_of_bounded_values, "mul"), (sine_network, "sin")]
+    ("fn", "primitive"), [(product_of_bounded_values, "dot_general"), (sine_network, "sin")]
 )
 @pytest.mark.parametrize("method", ["ibp", "crown"])
 def test_unsupported_operation_names_primitive_and_line(fn, primitive, method):
@@ -185,10 +185,20 @@ def test_unsupported_operation_names_primitive_and_line(fn, primitive, method):
     assert f"test_api.py:{line}" in message, f"message lacks the source line: {message}"
 
 
-def test_squaring_lambda_is_unsupported():
+def test_an_outer_product_lambda_is_unsupported():
     s = jaxcert.LinfBall(jnp.full((2, 3), 0.5), EPS)
     line = inspect.currentframe().f_lineno + 2
-    with pytest.raises(jaxcert.UnsupportedOperation, match="mul") as info:
-        jaxcert.bound(lambda x: x * x, s, method="ibp")
+    with pytest.raises(jaxcert.UnsupportedOperation, match="dot_general") as info:
+        jaxcert.bound(lambda x: x[:, :, None] @ x[:, None, :], s, method="ibp")
     assert f"test_api.py:{line}" in str(info.value), str(info.value)
     assert issubclass(jaxcert.UnsupportedOperation, Exception)
+
+
+def test_squaring_lambda_is_bounded_soundly():
+    s = jaxcert.LinfBall(jnp.array([[-0.2, 0.5, 1.0]]), 0.3)
+    b = jaxcert.bound(lambda x: x * x, s, method="crown")
+    # x * x over [l, u] ranges over [0 or min(l^2, u^2), max(l^2, u^2)].
+    lo, hi = jnp.array([-0.5, 0.2, 0.7]), jnp.array([0.1, 0.8, 1.3])
+    exact_lo = jnp.where((lo < 0) & (hi > 0), 0.0, jnp.minimum(lo**2, hi**2))
+    assert bool(jnp.all(b.lower <= exact_lo + 1e-6))
+    assert bool(jnp.all(b.upper >= jnp.maximum(lo**2, hi**2) - 1e-6))

@@ -122,6 +122,21 @@ def test_elementwise_products_of_bounded_values_become_product_nodes():
     np.testing.assert_allclose(product.apply(x, jnp.tanh(x)), x * jnp.tanh(x), rtol=1e-6)
 
 
+def test_erfc_is_one_minus_a_monotone_erf():
+    g = trace(lambda x: jax.scipy.special.erfc(x), X_SHAPE, jnp.float32)
+    assert [n.op for n in g.nodes[1:]] == ["monotone", "sub"]
+    assert g.nodes[1].params["function"] == "erf"
+    x = jnp.linspace(-2, 2, 6).reshape(X_SHAPE)
+    np.testing.assert_allclose(
+        jaxcert.graph.evaluate(g, x)[-1], jax.scipy.special.erfc(x), atol=1e-6
+    )
+    # Decreasing: its IBP range runs from the upper end to the lower end.
+    s = jaxcert.Box(jnp.full(X_SHAPE, -1.0), jnp.full(X_SHAPE, 0.5))
+    b = jaxcert.bound(jax.scipy.special.erfc, s, "ibp")
+    np.testing.assert_allclose(b.lower, jax.scipy.special.erfc(0.5), rtol=1e-6)
+    np.testing.assert_allclose(b.upper, jax.scipy.special.erfc(-1.0), rtol=1e-6)
+
+
 def test_max_and_min_of_two_bounded_values_are_maximum_nodes():
     g = trace(lambda x: jnp.maximum(x, 2 * x) + jnp.minimum(x, -x), X_SHAPE, jnp.float32)
     assert [n.op for n in g.activations] == ["maximum", "maximum"]
