@@ -149,10 +149,7 @@ def exact_affine_intervals(
     """
     if input_set.is_box:
         return {}
-    read_by_nonlinear = {graph.output}
-    for node in graph.nodes[1:]:
-        if not ops.is_linear(node.op):
-            read_by_nonlinear.update(node.inputs)
+    read_by_nonlinear = {*preactivation_nodes(graph), graph.output}
     # The affine prefix has no activation: the passes read no interval and no slope.
     ctx = Context(graph, [None] * len(graph.nodes), slope_chooser("adaptive"))
     return {

@@ -244,7 +244,7 @@ def _max_reduction(op: str) -> RewriteRule:
 
 
 def _abs(b: GraphBuilder, node: Node, args: tuple[Any, ...]) -> Ref:
-    return _even_convex(b, args[0], node, "abs", lambda z: lax.abs(z))
+    return _even_convex(b, args[0], node, "abs", lax.abs)
 
 
 def _even_convex(b: GraphBuilder, x: Ref, node: Node, function: str, fn: Any) -> Ref:
