@@ -142,7 +142,7 @@ class TracedNetwork:
             )
         self.graph = trace(fn, input_set.shape, self.dtype)
         self._ibp: list[Interval] | None = None
-        self._crown: dict[tuple[str, int | None, bool], list[Interval]] = {}
+        self._crown: dict[tuple[str, int | None, bool, bool], list[Interval]] = {}
 
     def ibp_intervals(self) -> list[Interval]:
         """Every node's IBP interval ``(lower, upper)``, computed on first use (the first
@@ -153,17 +153,24 @@ class TracedNetwork:
         return self._ibp
 
     def crown_intervals(
-        self, relaxation: str, *, chunk_size: int | None = None, intersect_ibp: bool = True
+        self,
+        relaxation: str,
+        *,
+        chunk_size: int | None = None,
+        intersect_ibp: bool = True,
+        screen_ibp: bool = False,
     ) -> list[Interval]:
         """Intervals with every pre-activation bounded by backward passes with lower
-        slopes ``relaxation`` (see :class:`jaxcert.Crown`), computed once per choice."""
-        key = (relaxation, chunk_size, intersect_ibp)
+        slopes ``relaxation`` (see :class:`jaxcert.Crown` and
+        :func:`~jaxcert.domains.intermediate.crown_intervals`), computed once per choice."""
+        key = (relaxation, chunk_size, intersect_ibp, screen_ibp)
         if key not in self._crown:
             self._crown[key] = crown_intervals(
                 self.graph,
                 self.input_set,
                 slope_chooser(relaxation),
                 intersect_ibp=intersect_ibp,
+                screen_ibp=screen_ibp,
                 chunk_size=chunk_size,
             )
         return self._crown[key]

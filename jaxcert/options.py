@@ -25,7 +25,7 @@ def option_names(obj: Any) -> tuple[str, ...]:
 
     Example:
       >>> option_names(jaxcert.Crown())
-      ('relaxation', 'slopes', 'chunk_size', 'intersect_ibp')
+      ('relaxation', 'slopes', 'chunk_size', 'intersect_ibp', 'screen_ibp')
     """
     return tuple(f.name for f in dataclasses.fields(obj) if f.init)
 

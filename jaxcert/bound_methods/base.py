@@ -38,7 +38,12 @@ class Network(Protocol):
         ...
 
     def crown_intervals(
-        self, relaxation: str, *, chunk_size: int | None, intersect_ibp: bool
+        self,
+        relaxation: str,
+        *,
+        chunk_size: int | None,
+        intersect_ibp: bool,
+        screen_ibp: bool = False,
     ) -> list[Interval]:
         """Intervals with every pre-activation bounded by its own backward passes."""
         ...

@@ -16,6 +16,7 @@ from jaxcert.bound_methods.base import (
     check_steps,
     split_lower_upper,
 )
+from jaxcert.bound_methods.crown import Crown
 from jaxcert.domains import linear
 from jaxcert.domains.backward import Context, slope_chooser
 from jaxcert.slope_opt import (
@@ -140,8 +141,9 @@ class CrownOpt(Method):
     ``steps`` Adam steps of rate ``step_size`` on the ``objective`` (``"sum"``: minus the
     sum of the lower bounds, ``"ce"``, or a callable), the slopes shared by the
     intermediate and final passes; each row keeps the best bound seen, so it is never
-    looser than :class:`Crown`. Lower and upper bounds are optimised separately.
-    ``chunk_size`` and ``intersect_ibp`` are :class:`Crown`'s.
+    looser than :class:`Crown` (whose bounds it also intersects with). Lower and upper
+    bounds are optimised separately. ``chunk_size``, ``intersect_ibp`` and
+    ``screen_ibp`` are :class:`Crown`'s.
 
     Example:
       >>> fn = lambda x: jax.nn.relu(x) @ jnp.array([[1.0], [1.0]])
@@ -155,6 +157,7 @@ class CrownOpt(Method):
     objective: Objective = dataclasses.field(default="sum", metadata=_STATIC)
     chunk_size: int | None = dataclasses.field(default=None, metadata=_STATIC)
     intersect_ibp: bool = dataclasses.field(default=True, metadata=_STATIC)
+    screen_ibp: bool = dataclasses.field(default=True, metadata=_STATIC)
 
     def __post_init__(self) -> None:
         check_steps(self.steps)
@@ -187,4 +190,13 @@ class CrownOpt(Method):
         intervals = self.intermediate(net)
         halves = [A, -A] if bound_upper else [A]
         both = jnp.concatenate([self.lower(net, half, intervals) for half in halves], axis=1)
-        return (*split_lower_upper(both, A.shape[1]), intervals)
+        lower, upper = split_lower_upper(both, A.shape[1])
+        # Crown's own result may come from another chain (screened) or the output's box:
+        # keeping the tighter of the two, the optimised bound is never looser than Crown's.
+        crown = Crown(
+            chunk_size=self.chunk_size,
+            intersect_ibp=self.intersect_ibp,
+            screen_ibp=self.screen_ibp,
+        )
+        c_lower, c_upper, _ = crown.bounds(net, A, bound_upper)
+        return jnp.maximum(lower, c_lower), jnp.minimum(upper, c_upper), intervals

@@ -38,6 +38,7 @@ Array = jax.Array
 __all__ = [
     "identity_bounds",
     "crown_intervals",
+    "screenable_nodes",
     "ibp_intervals",
     "exact_affine_intervals",
     "weighted_affine_prefix",
@@ -45,7 +46,7 @@ __all__ = [
 
 
 def _dense_identity_bounds(
-    ctx: Context, input_set: InputSet, index: int, chunk_size: int
+    ctx: Context, input_set: InputSet, index: int, chunk_size: int, needed: Array | None
 ) -> Interval:
     node = ctx.graph.nodes[index]
     batch, rest = node.shape[0], node.shape[1:]
@@ -58,13 +59,19 @@ def _dense_identity_bounds(
         m = rows.shape[0]
         return both[:, :m], -both[:, m:]
 
-    return bounds_in_chunks(run, node.shape, chunk_size)
+    return bounds_in_chunks(run, node.shape, chunk_size, needed)
 
 
 def identity_bounds(
-    ctx: Context, input_set: InputSet, index: int, chunk_size: int | None = None
+    ctx: Context,
+    input_set: InputSet,
+    index: int,
+    chunk_size: int | None = None,
+    needed: Array | None = None,
 ) -> Interval:
-    """Bounds of every neuron of node ``index`` by backward passes, ``chunk_size`` at a time.
+    """Bounds of every neuron of node ``index`` by backward passes, ``chunk_size`` at a time
+    (only the ``needed`` ones, a flat ``(n_neurons,)`` mask, if given: the others may be
+    ``(-inf, inf)``).
 
     The identity specification is never built whole: each chunk of neurons gets its
     one-hot rows (with their negations, for the upper bounds), and many chunks run in
@@ -82,9 +89,9 @@ def identity_bounds(
     """
     chain = patches.conv_chain(ctx.graph, index)
     if chain is not None and patches.prefers_patches(ctx.graph, chain):
-        return patches.identity_bounds(ctx, input_set, chain, chunk_size)
+        return patches.identity_bounds(ctx, input_set, chain, chunk_size, needed)
     return _dense_identity_bounds(
-        ctx, input_set, index, chunk_size or default_chunk_size(ctx.graph)
+        ctx, input_set, index, chunk_size or default_chunk_size(ctx.graph), needed
     )
 
 
@@ -94,6 +101,7 @@ def crown_intervals(
     lower_slope: Callable[[Node], SlopeChoice],
     *,
     intersect_ibp: bool = True,
+    screen_ibp: bool = False,
     chunk_size: int | None = None,
 ) -> list[Interval]:
     """Per-node intervals where every pre-activation bound comes from its own backward pass.
@@ -101,20 +109,65 @@ def crown_intervals(
     Full CROWN (``lower_slope`` adaptive) or Fast-Lin (``"fastlin"``). Nodes between
     activations get IBP intervals from the refined bounds; with ``intersect_ibp`` each
     backward bound is also intersected with IBP's (tighter, still sound: a neuron that
-    either proves stable is stable).
+    either proves stable is stable). With ``screen_ibp``, a ReLU input neuron that IBP
+    (from the refined bounds of the node before) already proves stable keeps IBP's
+    bounds, as auto_LiRPA's sparse intermediate bounds do: its relaxation is exact
+    whatever its bounds, so only the unstable neurons' backward bounds are used.
+
+    Example:
+      >>> from jaxcert.domains.backward import slope_chooser
+      >>> fn = lambda x: jax.nn.relu(x @ jnp.array([[1.0, 1.0], [1.0, -1.0]]))
+      >>> g = jaxcert.graph.trace(fn, (1, 2), jnp.float32)
+      >>> s = jaxcert.LinfBall(jnp.array([[1.0, 0.0]]), 0.5)
+      >>> crown_intervals(g, s, slope_chooser("adaptive"))[-2]  # the ReLU's input
+      (Array([[0., 0.]], dtype=float32), Array([[2., 2.]], dtype=float32))
     """
     targets = set(preactivation_nodes(graph))
+    screened = screenable_nodes(graph) if screen_ibp else set()
     intervals: list[Interval | None] = [input_set.bounding_box()]
     ctx = Context(graph, intervals, lower_slope)
     for node in graph.nodes[1:]:
         iv = interval.propagate_node(node, intervals)
         if node.index in targets:
-            lo, hi = identity_bounds(ctx, input_set, node.index, chunk_size)
+            if node.index in screened:
+                # Only neurons unstable for some example get a pass; the rest keep IBP.
+                stable = (iv[0] >= 0) | (iv[1] <= 0)
+                needed = ~jnp.all(stable.reshape(stable.shape[0], -1), axis=0)
+                lo, hi = identity_bounds(ctx, input_set, node.index, chunk_size, needed)
+                lo, hi = jnp.where(stable, iv[0], lo), jnp.where(stable, iv[1], hi)
+            else:
+                lo, hi = identity_bounds(ctx, input_set, node.index, chunk_size)
             if intersect_ibp:
                 lo, hi = jnp.maximum(lo, iv[0]), jnp.minimum(hi, iv[1])
             iv = (lo, hi)
         intervals.append(iv)
     return intervals  # type: ignore[return-value]
+
+
+# Activations whose relaxation is exact (the identity or a line through 0) for an input
+# interval on one side of 0, whatever the interval.
+_KINKED_AT_ZERO = frozenset({"relu", "leaky_relu"})
+
+
+def screenable_nodes(graph: Graph) -> set[int]:
+    """The pre-activation nodes read by no activation but ReLU-like ones (kinked at 0): a
+    neuron of theirs with an interval on one side of 0 is relaxed exactly, so IBP's
+    proof of stability makes its backward pass unnecessary.
+
+    Example:
+      >>> fn = lambda x: jax.nn.relu(x) + jax.nn.sigmoid(2.0 * x)
+      >>> sorted(screenable_nodes(jaxcert.graph.trace(fn, (1, 2), jnp.float32)))
+      [0]
+    """
+    readers: dict[int, set[str]] = {}
+    for node in graph.activations:
+        for index in node.inputs:
+            readers.setdefault(index, set()).add(node.op)
+    return {
+        index
+        for index in preactivation_nodes(graph)
+        if readers.get(index, set()) <= _KINKED_AT_ZERO
+    }
 
 
 def weighted_affine_prefix(graph: Graph) -> list[int]:
@@ -141,7 +194,8 @@ def exact_affine_intervals(
     graph: Graph, input_set: InputSet, chunk_size: int | None = None
 ) -> dict[int, Interval]:
     """The set's exact interval of every node of :func:`weighted_affine_prefix` that a
-    non-linear node reads (or that is the output): ``{node index: (lower, upper)}``.
+    node outside it reads (an activation, or a sum with a non-affine branch such as a
+    residual shortcut), or that is the output: ``{node index: (lower, upper)}``.
 
     Each row's concretisation over the set (dual norms; L0 by top-k; a clipped ball's
     better of ball and box), by the backward passes of :func:`identity_bounds`. Empty
@@ -149,13 +203,18 @@ def exact_affine_intervals(
     """
     if input_set.is_box:
         return {}
-    read_by_nonlinear = {*preactivation_nodes(graph), graph.output}
+    prefix = weighted_affine_prefix(graph)
+    inside = set(prefix)
+    frontier = {graph.output} & inside
+    for node in graph.nodes:
+        if node.index not in inside:
+            frontier.update(i for i in node.inputs if i in inside)
     # The affine prefix has no activation: the passes read no interval and no slope.
     ctx = Context(graph, [None] * len(graph.nodes), slope_chooser("adaptive"))
     return {
         index: identity_bounds(ctx, input_set, index, chunk_size)
-        for index in weighted_affine_prefix(graph)
-        if index in read_by_nonlinear
+        for index in prefix
+        if index in frontier
     }
 
 

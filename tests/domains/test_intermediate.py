@@ -23,7 +23,9 @@ def test_chunked_intermediate_passes_equal_one_pass(chunk):
 def test_intersecting_with_ibp_only_tightens():
     fn, s = small_cnn_case()
     tight = jaxcert.bound(fn, s, "crown", return_intermediate=True)
-    loose = jaxcert.bound(fn, s, "crown", intersect_ibp=False, return_intermediate=True)
+    loose = jaxcert.bound(
+        fn, s, "crown", intersect_ibp=False, screen_ibp=False, return_intermediate=True
+    )
     ibp = jaxcert.bound(fn, s, "ibp", return_intermediate=True)
     for name, t in tight.intermediate.items():
         # Within IBP's box at every layer, and within both at the first layer (later
@@ -143,6 +145,23 @@ def test_a_convolution_behind_a_normalisation_is_exact_over_an_l2_ball():
     values = jax.vmap(net)(points)
     assert np.all(np.asarray(values) >= np.asarray(b.lower) - 1e-5)
     assert np.all(np.asarray(values) <= np.asarray(b.upper) + 1e-5)
+
+
+@pytest.mark.parametrize("kind", ["l2", "l1"])
+def test_a_residual_shortcut_over_a_norm_ball_is_exact(kind):
+    # x @ W reaches the output through a sum with a ReLU branch (a residual shortcut):
+    # not an activation's input, still an affine map of the ball. The branch is zero.
+    import jax
+    import jax.numpy as jnp
+
+    def net(x):
+        return jax.nn.relu(x @ jnp.ones((12, 3))) @ jnp.zeros((3, 5)) + _dense(x)
+
+    ball = (jaxcert.L2Ball if kind == "l2" else jaxcert.L1Ball)(_X, 0.3)
+    b = jaxcert.bound(net, ball, "ibp")
+    lo, hi = _closed_form(kind, 0.3)
+    np.testing.assert_allclose(b.lower, lo, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(b.upper, hi, rtol=1e-5, atol=1e-5)
 
 
 def test_the_weighted_affine_prefix_skips_pure_reshapes_and_stops_at_activations():
