@@ -43,6 +43,7 @@ from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from jaxcert.errors import UnsupportedOperation
 
@@ -315,6 +316,17 @@ def _gather_batch(node: Any, shapes: list[tuple[int, ...]]) -> str | None:
 # Weighted: the constant operand is a weight (interval radii go through |weight|).
 deflinear("dot_general", "weighted", "one", lipschitz="spectral", batch=_dot_general_batch)
 deflinear("conv_general_dilated", "weighted", "one", lipschitz="spectral", batch=_conv_batch)
+
+
+def _batch_first_dot(node: Any, lhs: Array, rhs: Array) -> Array:
+    params = {k: v for k, v in node.params.items() if k != "batch_axis"}
+    return jnp.moveaxis(lax.dot_general(lhs, rhs, **params), node.params["batch_axis"], 0)
+
+
+# A dot_general that puts its bounded operand's batch axis at ``params["batch_axis"]``
+# (``x @ w`` with a batched ``w``, ``w @ x``), with that axis moved back to the front: the
+# graph passes emit it, followed by a transpose that restores the primitive's layout.
+_register(Op("batch_first_dot", "weighted", "one", lipschitz="spectral", impl=_batch_first_dot))
 deflinear("mul", "weighted", "one")
 deflinear("div", "weighted", (0,))
 # Sums: several operands may be bounded (residual connections).
@@ -417,6 +429,10 @@ defmonotone("softplus", lipschitz=1.0, call=True)
 defmonotone("log_sigmoid", lipschitz=1.0, call=True)
 defmonotone("soft_sign", lipschitz=1.0, call=True)
 defmonotone("hard_tanh", lipschitz=1.0, call=True)
+# jnp.clip with both limits constant, and jax.nn.relu6: one node (the ReLU rewrite of each
+# side would bound them as two nested activations).
+defmonotone("clip", lipschitz=1.0, call=True)
+defmonotone("relu6", lipschitz=1.0, call=True)
 defmonotone("squareplus", lipschitz=1.0, call=True)
 for _name in ("elu", "celu", "selu"):
     defmonotone(_name, call=True)

@@ -70,6 +70,7 @@ def test_properties_are_consistent():
     assert ops.OPS["concatenate"].disjoint and not ops.OPS["add"].disjoint
     assert {n for n, op in ops.OPS.items() if op.lipschitz == "spectral"} == {
         "dot_general",
+        "batch_first_dot",
         "conv_general_dilated",
     }
 

@@ -15,14 +15,20 @@ returns the new value. In order (:data:`PASSES`):
 4. :data:`RECOGNISE_MONOTONE`: monotone primitives (``tanh``, ``exp``, odd powers, ...),
    ``abs`` and even powers (``even_convex``), products of two bounded values
    (``product``) and ``reduce_window_max``/``reduce_max`` become activation nodes;
-5. :func:`check_linear`: operands bounded only where the op is linear in them (``x * x``
+5. :data:`BATCH_FIRST`, :data:`FUSE_TRANSPOSES`, :func:`prune_dead`: a ``dot_general``
+   that moves the batch axis (``x @ w`` with a batched 3-D ``w``, ``w @ x``) keeps it in
+   front (a ``batch_first_dot`` node) and is followed by a transpose that restores the
+   primitive's layout; consecutive transposes become one, so ``jnp.matmul``'s own
+   transpose cancels it; unread nodes are dropped;
+6. :func:`check_linear`: operands bounded only where the op is linear in them (``x * x``
    is refused), results keep the batch axis and a float type, and matrix products and
    convolutions are bound in full precision (TF32 can break soundness);
-6. :func:`name_activations`: ``relu_0``, ``relu_1``, ``tanh_0``, ...
+7. :func:`name_activations`: ``relu_0``, ``relu_1``, ``tanh_0``, ...
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -41,6 +47,9 @@ __all__ = [
     "check_known",
     "check_linear",
     "name_activations",
+    "prune_dead",
+    "BATCH_FIRST",
+    "FUSE_TRANSPOSES",
     "RECOGNISE_CALLS",
     "REWRITE_MAX_MIN",
     "RECOGNISE_MONOTONE",
@@ -173,10 +182,26 @@ def _monotone_call(b: GraphBuilder, node: Node, args: tuple[Any, ...]) -> Ref:
     return _monotone(b, args[0], node, name, node.fn)
 
 
+def _clip_call(b: GraphBuilder, node: Node, args: tuple[Any, ...]) -> Ref:
+    """``jnp.clip``: one ``clip`` node if both limits are finite constants; with one
+    limit, the ReLU form of ``max(x, a)`` or ``min(x, b)`` (a ReLU the slope optimisers
+    see)."""
+    assert node.fn is not None
+    a, c = (node.fn(jnp.full(node.shape, v, node.dtype)) for v in (-jnp.inf, jnp.inf))
+    if not (_is_concrete(a) and _is_concrete(c)):
+        return _monotone(b, args[0], node, "clip", node.fn)
+    if np.all(np.isinf(np.asarray(a))):
+        return _min_const(b, args[0], c, node.source_info)
+    if np.all(np.isinf(np.asarray(c))):
+        return _max_const(b, args[0], a, node.source_info)
+    return _monotone(b, args[0], node, "clip", node.fn)
+
+
 _CALL_RULES: dict[str, RewriteRule] = {
     "relu": _relu_call,
     "leaky_relu": _leaky_relu_call,
     **{op.name: _monotone_call for op in ops.OPS.values() if op.kind == "monotone" and op.call},
+    "clip": _clip_call,
 }
 RECOGNISED_CALLS = frozenset(_CALL_RULES)
 
@@ -306,7 +331,75 @@ RECOGNISE_MONOTONE: dict[str, RewriteRule] = {
 }
 
 
-# --------------------------------------------------------- 5. linear checks
+# ------------------------------------------------- 5. the batch axis in front
+
+
+def _dot_batch_axis(node: Node, shapes: list[tuple[int, ...]]) -> int | None:
+    """Where a dot_general puts its one bounded operand's axis 0 (None: it sums over it).
+
+    Its output axes are the batch axes, then the lhs's free axes, then the rhs's:
+    ``(B, 4, 5, 4) @ (4, 4, 3)`` batches over the 4 and yields ``(4, B, 5, 3)``.
+    """
+    (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = node.params["dimension_numbers"]
+    (side,) = node.bounded
+    contract, batch = (lhs_contract, lhs_batch) if side == 0 else (rhs_contract, rhs_batch)
+    if 0 in contract:
+        return None
+    if 0 in batch:
+        return list(batch).index(0)
+    lhs_free = len(shapes[0]) - len(lhs_contract) - len(lhs_batch)
+    return len(lhs_batch) + (0 if side == 0 else lhs_free)
+
+
+def _batch_first_dot(b: GraphBuilder, node: Node, args: tuple[Any, ...]) -> Ref:
+    """A dot_general that moves the batch axis becomes a ``batch_first_dot`` (the axis
+    kept in front) and a transpose to the primitive's layout, which the transpose that
+    ``jnp.matmul`` emits after it cancels (:func:`_fuse_transposes`)."""
+    new = dataclasses.replace(node, args=args)
+    axis = _dot_batch_axis(new, _operand_shapes(b, new)) if len(new.bounded) == 1 else None
+    if not axis:  # 0 (nothing to do) or None (refused later, by the batch rule)
+        return b.copy(node, args)
+    shape = node.shape
+    moved = (shape[axis], *shape[:axis], *shape[axis + 1 :])
+    params = {**node.params, "batch_axis": axis}
+    first = b.emit("batch_first_dot", args, moved, node.dtype, node.source_info, params=params)
+    back = (*range(1, axis + 1), 0, *range(axis + 1, len(shape)))
+    return b.emit_prim(lax.transpose_p, [first], node.source_info, permutation=back)
+
+
+def _fuse_transposes(b: GraphBuilder, node: Node, args: tuple[Any, ...]) -> Ref:
+    """``transpose(transpose(x, p), q)`` is one transpose (none if the identity)."""
+    (x,) = args
+    inner = b.node(x)
+    if inner.op != "transpose":
+        return b.copy(node, args)
+    perm = tuple(inner.params["permutation"][j] for j in node.params["permutation"])
+    if perm == tuple(range(len(perm))):
+        return inner.args[0]
+    return b.emit_prim(lax.transpose_p, [inner.args[0]], node.source_info, permutation=perm)
+
+
+def prune_dead(graph: Graph) -> Graph:
+    """``graph`` without the nodes its output does not read (e.g. a transpose that
+    :func:`_fuse_transposes` bypassed), so that no check refuses an unused node."""
+    live = {graph.output}
+    for node in reversed(graph.nodes):
+        if node.index in live:
+            live.update(node.inputs)
+    builder = GraphBuilder(graph.nodes[0])
+    refs: dict[int, Ref] = {0: Ref(0)}
+    for node in graph.nodes[1:]:
+        if node.index in live:
+            args = tuple(refs[a.index] if isinstance(a, Ref) else a for a in node.args)
+            refs[node.index] = builder.copy(node, args)
+    return builder.graph(refs[graph.output])
+
+
+BATCH_FIRST: dict[str, RewriteRule] = {"dot_general": _batch_first_dot}
+FUSE_TRANSPOSES: dict[str, RewriteRule] = {"transpose": _fuse_transposes}
+
+
+# --------------------------------------------------------- 6. linear checks
 
 
 def _operands_error(node: Node, op: ops.Op) -> str | None:
@@ -386,7 +479,7 @@ def check_linear(graph: Graph) -> Graph:
     return builder.graph(Ref(graph.output))
 
 
-# --------------------------------------------------------------- 6. names
+# --------------------------------------------------------------- 7. names
 
 
 def name_activations(graph: Graph) -> Graph:
@@ -407,6 +500,9 @@ PASSES: tuple[Pass, ...] = (
     _table_pass(RECOGNISE_CALLS),
     _table_pass(REWRITE_MAX_MIN),
     _table_pass(RECOGNISE_MONOTONE),
+    _table_pass(BATCH_FIRST),
+    _table_pass(FUSE_TRANSPOSES),
+    prune_dead,
     check_linear,
     name_activations,
 )

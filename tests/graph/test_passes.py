@@ -30,11 +30,17 @@ def test_leaky_relu_slope_is_read_from_the_function():
     assert node.name == "leaky_relu_0"
 
 
-def test_max_min_clamp_become_shifted_relus():
-    ops = _ops(lambda x: jnp.clip(x, -1.0, 2.0))
-    assert ops.count("relu") == 2 and "clamp" not in ops and "max" not in ops
-    ops = _ops(jax.nn.relu6)
-    assert ops.count("relu") == 2
+def test_clips_with_two_limits_become_one_node_and_one_sided_ones_relus():
+    for fn, name in [
+        (lambda x: jnp.clip(x, -1.0, 2.0), "clip"),
+        (jax.nn.relu6, "relu6"),
+        (jax.nn.hard_tanh, "hard_tanh"),
+    ]:
+        g = trace(fn, X_SHAPE, jnp.float32)
+        assert [(n.op, n.params.get("function")) for n in g.nodes[1:]] == [("monotone", name)]
+    assert _ops(lambda x: jnp.clip(x, -1.0)) == ["input", "sub", "relu", "add"]
+    assert _ops(lambda x: jnp.clip(x, None, 2.0)).count("relu") == 1
+    assert _ops(lambda x: jnp.maximum(jnp.minimum(x, 2.0), -1.0)).count("relu") == 2
 
 
 @pytest.mark.parametrize(
@@ -185,3 +191,61 @@ def test_mixing_examples_is_refused():
 def test_bad_leaky_slope_is_refused():
     err = _unsupported(lambda x: jax.nn.leaky_relu(x, 2.0))
     assert "negative_slope" in str(err)
+
+
+# ------------------------------------------------------------ batch axis in front
+
+_W3 = jax.random.normal(jax.random.PRNGKey(0), (4, 4, 3))  # a stack of 4 matrices
+_WL = jax.random.normal(jax.random.PRNGKey(1), (3, 5))  # a constant on the left
+
+
+def _batched_matmuls(x):
+    """``(B, 4, 5, 4) @ (4, 4, 3)`` and ``(3, 5) @ (B, 4, 5, 3)``: jnp.matmul's
+    dot_general puts the batch axis second; its own transpose brings it back."""
+    y = jax.nn.relu(x) @ _W3  # (B, 4, 5, 3)
+    z = _WL @ jax.nn.relu(y)  # (B, 4, 3, 3)
+    return z.reshape(z.shape[0], -1)
+
+
+def test_matmuls_that_move_the_batch_axis_and_back_are_bounded_soundly():
+    x = jax.random.normal(jax.random.PRNGKey(2), (2, 4, 5, 4))
+    g = jaxcert.graph.trace(_batched_matmuls, x.shape, jnp.float32)
+    ops_seen = [n.op for n in g.nodes]
+    # Both products keep the batch axis in front; matmul's transposes cancel or compose.
+    assert ops_seen.count("batch_first_dot") == 2 and "dot_general" not in ops_seen
+    assert all(n.shape[0] == 2 for n in g.nodes)
+    np.testing.assert_allclose(
+        jaxcert.graph.evaluate(g, x)[g.output], _batched_matmuls(x), rtol=1e-5, atol=1e-5
+    )
+    s = jaxcert.LinfBall(x, 0.3)
+    rng = np.random.default_rng(0)
+    pts = np.asarray(x) + 0.3 * rng.choice([-1.0, 1.0], size=(300, *x.shape))
+    pts[150:] = np.asarray(x) + 0.3 * rng.uniform(-1, 1, size=(150, *x.shape))
+    values = jax.vmap(_batched_matmuls)(jnp.asarray(pts, jnp.float32))
+    for method in ("ibp", "crown-ibp", "crown"):
+        b = jaxcert.bound(_batched_matmuls, s, method)
+        assert np.all(np.asarray(values) >= np.asarray(b.lower) - 1e-4), method
+        assert np.all(np.asarray(values) <= np.asarray(b.upper) + 1e-4), method
+    # The first product's bounds over the box are exact for IBP: |W| times the radius.
+    first = lambda x: x @ _W3  # noqa: E731
+    b = jaxcert.bound(first, s, "ibp")
+    centre, radius = x @ _W3, 0.3 * jnp.ones_like(x) @ jnp.abs(_W3)
+    np.testing.assert_allclose(
+        np.reshape(b.upper, centre.shape), centre + radius, rtol=1e-5, atol=1e-5
+    )
+
+
+def test_a_product_that_leaves_the_batch_axis_moved_is_still_refused():
+    # dot_general alone (no transpose back): its result's axis 0 is not the examples.
+    dims = (((3,), (1,)), ((1,), (0,)))
+    err = _unsupported(lambda x: jax.lax.dot_general(x, _W3, dims), shape=(2, 4, 5, 4))
+    assert err.primitive == "transpose" and "moves the batch axis" in str(err)
+
+
+def test_dead_nodes_are_pruned_and_do_not_trigger_refusals():
+    def fn(x):
+        _ = jnp.sum(x)  # would mix examples, but nothing reads it
+        return x * 2.0
+
+    g = jaxcert.graph.trace(fn, (2, 3), jnp.float32)
+    assert [n.op for n in g.nodes] == ["input", "mul"]
