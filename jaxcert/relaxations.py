@@ -33,6 +33,9 @@ __all__ = [
     "relu_relaxation",
     "constant_relaxation",
     "curved_relaxation",
+    "CLIPS",
+    "clip_relaxation",
+    "monotone_relaxation",
 ]
 
 # Named choices of the lower ReLU slope of unstable neurons (l < 0 < u):
@@ -132,8 +135,6 @@ CURVATURE: dict[str, str] = {
     **dict.fromkeys(
         ("logistic", "sigmoid", "tanh", "erf", "atan", "asinh", "soft_sign", "cbrt"), "s"
     ),
-    # Clip to [-1, 1]: convex up to 1, concave from -1, so S-shaped about 0 too.
-    "hard_tanh": "s",
     "sinh": "inverse-s",
     "odd_pow": "inverse-s",  # z ** 3, z ** 5, ...
 }
@@ -308,3 +309,88 @@ def _curved(
 
 
 _curved_jit = jax.jit(_curved, static_argnums=(0, 1))
+
+
+# The activations that clip their input to ``[a, b]`` (piecewise linear: relaxed by
+# :func:`clip_relaxation`, exactly where the interval lies in one piece). The limits
+# are read off the function as ``f(-inf)`` and ``f(+inf)``.
+CLIPS = frozenset({"hard_tanh", "clip", "relu6"})
+
+
+def _clip_upper(lower: Array, upper: Array, a: Array, b: Array) -> tuple[Array, Array]:
+    """The upper line ``(slope, bias)`` of ``clip(z, a, b)`` on ``[l, u]``.
+
+    Where ``l < a`` the function is convex up to ``b``: the chord from ``(l, a)`` to
+    ``(c, f(c))``, ``c = min(u, b)``, lies above it on ``[l, c]`` and, rising, above the
+    flat ``b`` after ``c``. Where ``l >= a`` it is concave: the identity lies above it.
+    Either line is kept only where it is below the constant ``f(u)`` at the midpoint:
+    every candidate lies above ``f``, so that is where it encloses less area (ties go
+    to the constant, as the adaptive ReLU rule has it).
+    """
+    f_u = jnp.clip(upper, a, b)
+    c = jnp.minimum(upper, b)
+    gap = c - lower
+    chord_slope = jnp.where(gap > 0, (jnp.clip(c, a, b) - a) / jnp.where(gap > 0, gap, 1), 0)
+    chord_bias = a - chord_slope * lower
+    convex = lower < a
+    slope = jnp.where(convex, chord_slope, 1)
+    bias = jnp.where(convex, chord_bias, 0)
+    keep = (slope * (lower + upper) / 2 + bias < f_u) & jnp.isfinite(bias)
+    return jnp.where(keep, slope, 0), jnp.where(keep, bias, f_u)
+
+
+def clip_relaxation(lower: Array, upper: Array, a: Array, b: Array) -> Relaxation:
+    """Lines around ``clip(z, a, b)`` (``a <= b``, either may be infinite) on ``[l, u]``.
+
+    Exact where ``[l, u]`` lies in one linear piece (the constant ``a`` or ``b``, or the
+    identity). Across a corner, each side takes the line through the far end's corner
+    (above: from ``(l, a)`` to ``(min(u, b), f(min(u, b)))``; below, mirrored) or the
+    identity, unless the constant at that side's end of the range encloses less. The
+    lower lines are the upper ones of ``-clip(-z, -b, -a)``, which is the same function.
+
+    Example:
+      >>> r = clip_relaxation(jnp.array([-3.0, -0.5]), jnp.array([0.5, 3.0]), -1.0, 1.0)
+      >>> r.upper_slope  # the chord from (-3, -1) to (0.5, 0.5); the constant 1
+      Array([0.42857143, 0.        ], dtype=float32)
+      >>> r.lower_slope  # the constant -1; the chord from (-0.5, -0.5) to (3, 1)
+      Array([0.        , 0.42857143], dtype=float32)
+    """
+    a = jnp.broadcast_to(jnp.asarray(a, lower.dtype), lower.shape)
+    b = jnp.broadcast_to(jnp.asarray(b, lower.dtype), lower.shape)
+    upper_slope, upper_bias = _clip_upper(lower, upper, a, b)
+    mirror_slope, mirror_bias = _clip_upper(-upper, -lower, -b, -a)
+    # Outward by a few rounding errors of the numbers each line is made of.
+    value_scale = jnp.maximum(jnp.abs(jnp.clip(lower, a, b)), jnp.abs(jnp.clip(upper, a, b)))
+    input_scale = jnp.maximum(jnp.abs(lower), jnp.abs(upper))
+
+    def margin(slope: Array) -> Array:
+        return 8 * jnp.finfo(lower.dtype).eps * (value_scale + (1 + jnp.abs(slope)) * input_scale)
+
+    return Relaxation(
+        mirror_slope,
+        -mirror_bias - margin(mirror_slope),
+        upper_slope,
+        upper_bias + margin(upper_slope),
+    )
+
+
+def monotone_relaxation(
+    function: str, fn: Callable[[Array], Array], lower: Array, upper: Array
+) -> Relaxation:
+    """Lines around the non-decreasing activation ``fn`` (op-registry name ``function``)
+    on ``[l, u]``: :func:`clip_relaxation` for :data:`CLIPS`, :func:`curved_relaxation`
+    by :data:`CURVATURE`, else the constant lines ``f(l) <= f(z) <= f(u)``.
+
+    Example:
+      >>> lo, hi = jnp.array([-0.5]), jnp.array([0.5])
+      >>> r = monotone_relaxation("hard_tanh", jax.nn.hard_tanh, lo, hi)
+      >>> r.lower_slope, r.upper_slope  # inside one piece: the identity
+      (Array([1.], dtype=float32), Array([1.], dtype=float32))
+    """
+    if function in CLIPS:
+        a, b = (fn(jnp.full(lower.shape, v, lower.dtype)) for v in (-jnp.inf, jnp.inf))
+        return clip_relaxation(lower, upper, a, b)
+    curvature = CURVATURE.get(function)
+    if curvature is None:
+        return constant_relaxation(fn(lower), fn(upper))
+    return curved_relaxation(curvature, fn, lower, upper)

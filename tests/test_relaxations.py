@@ -5,7 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcert.relaxations import constant_relaxation, relu_relaxation
+from jaxcert.relaxations import (
+    clip_relaxation,
+    constant_relaxation,
+    monotone_relaxation,
+    relu_relaxation,
+)
 
 
 def _intervals(n=400, seed=0):
@@ -111,7 +116,6 @@ FUNCTIONS = {
     "asinh": (jnp.arcsinh, None),
     "soft_sign": (jax.nn.soft_sign, None),
     "cbrt": (jnp.cbrt, None),
-    "hard_tanh": (jax.nn.hard_tanh, None),
     "sinh": (jnp.sinh, None),
     "odd_pow": (lambda z: z**3, None),
 }
@@ -185,14 +189,63 @@ def test_curved_lines_are_linear_information_not_constants(name):
     assert float(lines) < 0.3 * float(jnp.mean(fn(hi) - fn(lo)))
 
 
-def test_hard_tanh_is_exact_inside_each_linear_piece():
+@pytest.mark.parametrize(
+    "name, fn", [("hard_tanh", jax.nn.hard_tanh), ("clip", lambda z: jnp.clip(z, -1.0, 1.0))]
+)
+def test_hard_tanh_is_exact_inside_each_linear_piece(name, fn):
     lo = jnp.array([-0.9, 0.1, -0.5, -7.0, 1.5])
     hi = jnp.array([-0.2, 0.8, 0.95, -1.5, 9.0])
-    r = curved_relaxation("s", jax.nn.hard_tanh, lo, hi)
+    r = monotone_relaxation(name, fn, lo, hi)
     np.testing.assert_allclose(r.lower_slope, [1, 1, 1, 0, 0], atol=1e-6)
     np.testing.assert_allclose(r.upper_slope, [1, 1, 1, 0, 0], atol=1e-6)
     np.testing.assert_allclose(r.lower_bias, [0, 0, 0, -1, 1], atol=1e-5)
     np.testing.assert_allclose(r.upper_bias, [0, 0, 0, -1, 1], atol=1e-5)
+
+
+def _clip_cases(n=3000, seed=0):
+    """Random intervals and limits: degenerate, very wide, far from the limits, one or
+    both limits infinite, a = b."""
+    rng = np.random.default_rng(seed)
+    lo = rng.normal(size=n) * rng.choice([0.1, 2.0, 50.0], size=n)
+    width = np.abs(rng.normal(size=n)) * rng.choice([0.0, 0.5, 5.0, 1e3], size=n)
+    a = rng.normal(size=n) * 2
+    b = a + np.abs(rng.normal(size=n)) * rng.choice([0.0, 1.0, 4.0], size=n)
+    a[::5], b[::7] = -np.inf, np.inf
+    return tuple(jnp.asarray(v, jnp.float32) for v in (lo, lo + width, a, b))
+
+
+def test_clip_lines_bound_the_function_on_every_interval():
+    lo, hi, a, b = _clip_cases()
+    r = clip_relaxation(lo, hi, a, b)
+    assert all(bool(jnp.all(jnp.isfinite(v))) for v in r)  # no NaN or inf, points too
+    t = jnp.linspace(0, 1, 1001)[:, None]
+    z = jnp.concatenate([jnp.clip(lo + t * (hi - lo), lo, hi), lo[None], hi[None]])
+    f = jnp.clip(z, a, b)
+    assert bool(jnp.all(r.lower_slope * z + r.lower_bias <= f))
+    assert bool(jnp.all(f <= r.upper_slope * z + r.upper_bias))
+
+
+def test_clip_lines_across_a_corner_are_the_area_optimal_ones():
+    # [-3, 0.5] on clip(., -1, 1): above, the chord from (-3, -1) to (0.5, 0.5); below,
+    # the constant -1 (the identity would leave more area: its midpoint -1.25 < -1).
+    # [-0.5, 3]: the mirror. [-3, 3]: both corners; chord(0) = 1/3 < 1 beats the constant.
+    lo, hi = jnp.array([-3.0, -0.5, -3.0]), jnp.array([0.5, 3.0, 3.0])
+    r = clip_relaxation(lo, hi, -1.0, 1.0)
+    np.testing.assert_allclose(r.upper_slope, [1.5 / 3.5, 0.0, 0.5], rtol=1e-6)
+    np.testing.assert_allclose(r.lower_slope, [0.0, 1.5 / 3.5, 0.5], rtol=1e-6)
+    np.testing.assert_allclose(r.upper_bias, [-1 + 3 * 1.5 / 3.5, 1.0, 0.5], atol=1e-5)
+    np.testing.assert_allclose(r.lower_bias, [-1.0, 1 - 3 * 1.5 / 3.5, -0.5], atol=1e-5)
+
+
+def test_clip_lines_are_never_looser_than_relus_on_one_corner():
+    # With one limit (a ReLU shifted by a), the lines are the ReLU's adaptive ones.
+    lo, hi = _intervals()
+    r = clip_relaxation(lo + 0.5, hi + 0.5, 0.5, jnp.inf)
+    relu = relu_relaxation(lo, hi, "adaptive")
+    unstable = (lo < 0) & (hi > 0)  # elsewhere both are exact
+    np.testing.assert_allclose(r.upper_slope[unstable], relu.upper_slope[unstable], atol=1e-5)
+    np.testing.assert_allclose(r.lower_slope[unstable], relu.lower_slope[unstable], atol=1e-6)
+    assert int(unstable.sum()) > 100
 
 
 def test_s_shaped_rule_takes_the_tangent_through_the_far_end():

@@ -37,10 +37,12 @@ from jaxcert.domains.backward import (
 )
 from jaxcert.graph import Graph, Node, Ref
 from jaxcert.relaxations import (
+    CLIPS,
     CURVATURE,
     Relaxation,
     constant_relaxation,
     curved_relaxation,
+    monotone_relaxation,
     relu_relaxation,
 )
 from jaxcert.sets import InputSet
@@ -113,13 +115,13 @@ def _relu_rule(node: Node, A: Array, ctx: Context) -> Contributions:
 def _monotone_rule(node: Node, A: Array, ctx: Context) -> Contributions:
     (z,) = node.inputs
     lo, hi = ctx.interval(z)
-    curvature = CURVATURE.get(node.params["function"])
-    if curvature is None:
+    function = node.params["function"]
+    if function not in CLIPS and function not in CURVATURE:
         # Constant lines f(l) <= f(z) <= f(u): sound for any non-decreasing function.
         _, bias = _relaxation_rule(constant_relaxation(node.apply(lo), node.apply(hi)), A)
         return [], bias
     assert node.fn is not None  # monotone nodes carry their function
-    A_z, bias = _relaxation_rule(curved_relaxation(curvature, node.fn, lo, hi), A)
+    A_z, bias = _relaxation_rule(monotone_relaxation(function, node.fn, lo, hi), A)
     return [(z, A_z)], bias
 
 

@@ -33,7 +33,7 @@ from jaxcert import ops
 from jaxcert.domains.backward import Context, bounds_in_chunks, transpose_merged
 from jaxcert.graph import Graph, Node, Ref
 from jaxcert.patch_rows import PatchRows, read_windows
-from jaxcert.relaxations import relu_relaxation
+from jaxcert.relaxations import monotone_relaxation, relu_relaxation
 from jaxcert.sets import InputSet
 
 Array = jax.Array
@@ -224,6 +224,19 @@ def _relu_step(node: Node, A: Array, ctx: Context, in_shape, window, pi: Array, 
     return A_pos * lower_slope + A_neg * upper_slope, _sum_patch(A_neg * upper_bias)
 
 
+def _monotone_step(node: Node, A: Array, ctx: Context, in_shape, window, pi: Array, pj: Array):
+    (z,) = node.inputs
+    lo, hi = ctx.interval(z)
+    assert node.fn is not None
+    relax = monotone_relaxation(node.params["function"], node.fn, lo, hi)
+    lower_slope, lower_bias, upper_slope, upper_bias = (
+        read_windows(jnp.broadcast_to(v, node.shape), pi, pj) for v in relax
+    )
+    A_pos, A_neg = jnp.maximum(A, 0), jnp.minimum(A, 0)
+    bias = _sum_patch(A_pos * lower_bias + A_neg * upper_bias)
+    return A_pos * lower_slope + A_neg * upper_slope, bias
+
+
 def _elementwise_step(node: Node, A: Array, ctx: Context, in_shape, window, pi, pj):
     zeros = jnp.zeros(node.shape, node.dtype)
     offset = node.apply_bounded(zeros)
@@ -264,11 +277,12 @@ RULES: dict[str, PatchRule | ops.Unsupported] = ops.rule_table(
         ),
         "relu": _RELU,
         "leaky_relu": _RELU,
+        "monotone": PatchRule(lambda node, graph: True, _same_window, _monotone_step),
         **{name: _ELEMENTWISE for name in ("add", "sub", "mul", "div", "neg")},
     },
     default_reason=(
-        "patch passes go through convolutions, (leaky) ReLUs and elementwise affine maps "
-        "only; neurons behind this op are bounded by dense passes"
+        "patch passes go through convolutions, (leaky) ReLUs, monotone activations and "
+        "elementwise affine maps only; neurons behind this op are bounded by dense passes"
     ),
 )
 
@@ -318,9 +332,12 @@ def identity_bounds(
     input_set: InputSet,
     chain: Sequence[Node],
     chunk_size: int | None = None,
+    needed: Array | None = None,
 ) -> Interval:
     """Bounds of every neuron of ``chain[0]`` (an NHWC node), lower and upper, by patch
-    passes of ``chunk_size`` neurons (default: :func:`default_chunk_size`)."""
+    passes of ``chunk_size`` neurons (default: :func:`default_chunk_size`); only the
+    ``needed`` ones (a flat mask) if given, as in
+    :func:`jaxcert.domains.backward.bounds_in_chunks`."""
     node = chain[0]
     _, _, width, channels = node.shape
 
@@ -340,4 +357,4 @@ def identity_bounds(
         return both[:, :m], -both[:, m:]
 
     chunk = chunk_size or default_chunk_size(ctx.graph, chain)
-    return bounds_in_chunks(run, node.shape, chunk)
+    return bounds_in_chunks(run, node.shape, chunk, needed)

@@ -192,3 +192,34 @@ def test_patches_give_way_to_dense_passes_on_small_maps():
     assert not patches.prefers_patches(graph, patches.conv_chain(graph, last))
     first = backward.preactivation_nodes(graph)[0]
     assert patches.prefers_patches(graph, patches.conv_chain(graph, first))
+
+
+class _SmoothChain(nn.Module):
+    """Convolutions through the monotone activations that patch passes relax with lines:
+    tanh (S-shaped), jnp.clip (piecewise linear) and softplus (convex)."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = jnp.tanh(nn.Conv(3, (3, 3), padding="SAME")(x))
+        x = jnp.clip(nn.Conv(3, (3, 3), strides=2, padding="SAME")(x), -0.5, 0.8)
+        x = nn.softplus(nn.Conv(2, (2, 2), padding="VALID")(x))
+        return nn.Dense(2)(x.reshape(x.shape[0], -1))
+
+
+def test_monotone_activations_go_through_patches_with_the_dense_bounds(monkeypatch):
+    x = jax.random.uniform(jax.random.PRNGKey(5), (2, 8, 8, 1))
+    model = _SmoothChain()
+    variables = model.init(jax.random.PRNGKey(6), x)
+    fn = lambda z: model.apply(variables, z)  # noqa: E731
+    s = LinfBall(x, 0.1)
+    graph = trace(fn, x.shape, x.dtype)
+    chained = [i for i in backward.preactivation_nodes(graph) if patches.conv_chain(graph, i)]
+    assert len(chained) == 3  # every convolution's output is bounded on patches
+    with_patches = jaxcert.bound(fn, s, "crown", return_intermediate=True)
+    _no_patches(monkeypatch)
+    dense = jaxcert.bound(fn, s, "crown", return_intermediate=True)
+    np.testing.assert_allclose(with_patches.lower, dense.lower, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(with_patches.upper, dense.upper, rtol=1e-5, atol=1e-5)
+    for name, iv in dense.intermediate.items():
+        np.testing.assert_allclose(with_patches.intermediate[name].lower, iv.lower, atol=1e-5)
+        np.testing.assert_allclose(with_patches.intermediate[name].upper, iv.upper, atol=1e-5)
