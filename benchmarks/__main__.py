@@ -2,8 +2,8 @@
 
 Runs, in this order and in this process, :mod:`benchmarks.steps` (first, so that its
 running peak-memory column is its own), :mod:`benchmarks.scaling`,
-:mod:`benchmarks.bounds` and :mod:`benchmarks.lirpa` (the last one only compares when
-auto_LiRPA imports; otherwise it says why). With
+:mod:`benchmarks.bounds`, :mod:`benchmarks.chains` and :mod:`benchmarks.lirpa` (the
+last one only compares when auto_LiRPA imports; otherwise it says why). With
 ``--write`` each replaces its own section of ``BENCHMARKS.md`` (and ``scaling`` its
 plot), so one command reproduces every figure there.
 """
@@ -14,7 +14,7 @@ import argparse
 import sys
 import time
 
-from benchmarks import bounds, lirpa, scaling, steps
+from benchmarks import bounds, chains, lirpa, scaling, steps
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     args = parser.parse_args(argv)
     flags = [f for f, on in (("--quick", args.quick), ("--write", args.write)) if on]
-    for module in (steps, scaling, bounds, lirpa):
+    for module in (steps, scaling, bounds, chains, lirpa):
         start = time.perf_counter()
         print(f"\n=== {module.__name__} {' '.join(flags)}", flush=True)
         module.main(flags)

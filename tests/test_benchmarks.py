@@ -117,3 +117,50 @@ def test_scaling_table_has_the_ratios():
     assert "| classes | 10 | 1000.0 | 2000.0 | 8000.0 | 3000.0 | 4.0 | 1.5 |" in (
         scaling.to_markdown(rows, header)
     )
+
+
+def test_chains_table_gives_ratios_to_textbook_and_the_screened_share():
+    from benchmarks import chains
+
+    rows = [
+        {
+            "model": "m",
+            "eps": 0.01,
+            "chain": "textbook",
+            "seconds": 2.0,
+            "ratio": 1.0,
+            "mean_lower": -1.5,
+            "needed": 0.25,
+        },
+        {
+            "model": "m",
+            "eps": 0.01,
+            "chain": "screened",
+            "seconds": 0.5,
+            "ratio": 0.25,
+            "mean_lower": -1.25,
+            "needed": 0.25,
+        },
+    ]
+    header = {"command": "c", "date": "d", "machine": "x", "backend": "cpu", "jax": "j"}
+    table = chains.to_markdown(rows, header, batch=4)
+    assert "| m | 0.01 | 25% | textbook | 2000.0 | 1.00 | -1.5000 |" in table
+    assert "| m | 0.01 | 25% | screened | 500.0 | 0.25 | -1.2500 |" in table
+
+
+def test_needed_share_counts_the_neurons_ibp_leaves_unstable():
+    import jax
+    import jax.numpy as jnp
+
+    import jaxcert
+    from benchmarks import chains
+
+    w = jnp.array([[1.0, 1.0, -1.0], [0.0, 1.0, 1.0]])
+
+    def fn(x):  # relu inputs x @ w at x = (1, 0) +- 0.5: [0.5, 1.5], [0.5, 1.5], [-2, 0]
+        return jax.nn.relu(x @ w) @ jnp.ones((3, 1))
+
+    s = jaxcert.LinfBall(jnp.array([[1.0, 0.0]]), 0.5)
+    assert chains.needed_share(fn, s) == 0.0
+    s = jaxcert.LinfBall(jnp.array([[1.0, 0.0]]), 0.8)  # [0.2, 1.8], [-0.6, 2.6], [-2.6, 0.6]
+    assert chains.needed_share(fn, s) == 2 / 3
