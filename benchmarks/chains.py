@@ -5,14 +5,15 @@ Run from the repository root:
     python -m benchmarks.chains            # DM-small, batch 4, three radii
     python -m benchmarks.chains --write    # also replace the table in BENCHMARKS.md
 
-``Crown`` bounds every ReLU input by its own backward passes. Textbook CROWN runs them
-for every neuron; ``screen_ibp`` skips the neurons IBP already proves stable (auto_LiRPA's
-default) and ``intersect_ibp`` intersects every bound with IBP's; the default runs the
-intersected and the screened chain and keeps the tighter final bound per output. The
-table gives each one's time as a ratio to textbook CROWN in the same run, its mean
-width, and the share of ReLU-input neurons the screened chain still bounds by passes.
-Random weights: the share of stable neurons, hence the saving, depends on the weights
-and the radius, which is why three radii are shown.
+``Crown`` bounds every ReLU input by its own backward passes. Textbook CROWN uses them
+for every neuron; ``screen_ibp`` keeps IBP's bounds for the neurons IBP proves stable
+(auto_LiRPA's default) and ``intersect_ibp`` intersects every bound with IBP's; the
+default runs the intersected and the screened chain and keeps the tighter final bound
+per output. The table gives each one's time as a ratio to textbook CROWN in the same
+run, its mean margin lower bound, and the share of ReLU-input neurons that screening
+leaves to the backward passes (what a verifier with dynamic shapes, such as
+auto_LiRPA, would compute; jaxcert computes every neuron, see BENCHMARKS.md). Random
+weights: that share depends on the weights and the radius, hence three radii.
 """
 
 from __future__ import annotations

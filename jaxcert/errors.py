@@ -29,14 +29,14 @@ class UnsupportedOperation(JaxcertError):
     """The traced function uses an operation no bound rule covers.
 
     The message names the primitive and the user's source line, e.g.
-    ``"sin at model.py:12 (MyNet.__call__): no interval rule"``.
+    ``"tan at model.py:12 (MyNet.__call__): no interval rule"``.
 
     Example:
       >>> try:
-      ...     jaxcert.bound(jnp.sin, jaxcert.LinfBall(jnp.zeros((1, 2)), 0.1))
+      ...     jaxcert.bound(jnp.tan, jaxcert.LinfBall(jnp.zeros((1, 2)), 0.1))
       ... except jaxcert.UnsupportedOperation as e:
       ...     print(e.primitive)
-      sin
+      tan
     """
 
     def __init__(self, primitive: str, source: str, reason: str):

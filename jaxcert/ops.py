@@ -30,8 +30,8 @@ that differ:
 Example:
   >>> OPS["conv_general_dilated"].kind, OPS["add"].offset, OPS["relu"].monotone
   ('weighted', True, True)
-  >>> sorted(op.name for op in graph_ops() if op.kind == "activation")
-  ['even_convex', 'leaky_relu', 'max_pool', 'maximum', 'monotone', 'product', 'reduce_max', 'relu']
+  >>> sorted(op.name for op in graph_ops() if op.kind == "activation")[:6]
+  ['bilinear', 'even_convex', 'leaky_relu', 'max_pool', 'maximum', 'monotone']
 """
 
 from __future__ import annotations
@@ -403,6 +403,31 @@ _register(
         lipschitz=None,
     )
 )
+# 1 / z and 1 / sqrt(z): decreasing, with a pole at 0 (softmax's normalisation, layer
+# norm); the graph passes make them from div, integer_pow and rsqrt.
+_register(Op("reciprocal", "activation", (0,), impl=lambda node, z: 1 / z, lipschitz=None))
+_register(Op("rsqrt", "activation", (0,), impl=lambda node, z: lax.rsqrt(z), lipschitz=None))
+
+
+def _bilinear_batch(node: Any, shapes: list[tuple[int, ...]]) -> str | None:
+    (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = node.params["dimension_numbers"]
+    paired = bool(lhs_batch) and lhs_batch[0] == 0 and rhs_batch[0] == 0
+    return None if paired else "it pairs each example with other examples (not batched)"
+
+
+def _bilinear(node: Any, lhs: Array, rhs: Array) -> Array:
+    return lax.dot_general(lhs, rhs, **node.params)
+
+
+# A matrix product of two bounded values (attention scores, attention-weighted values),
+# batched over the examples: a dot_general whose operands both depend on the input.
+_register(
+    Op("bilinear", "activation", (0, 1), impl=_bilinear, lipschitz=None, batch=_bilinear_batch)
+)
+# sin and cos (``params["phase"]``: the node is sin(z + phase), evaluated by its own
+# primitive): neither monotone nor of one curvature, but of one curvature between
+# consecutive zeros of sin(z + phase).
+_register(Op("periodic", "activation", (0,), impl=lambda node, z: node.fn(z), lipschitz=1.0))
 defactivation("max_pool", None, lipschitz=_max_pool_lipschitz, batch=_window_keeps_batch)
 defactivation(
     "reduce_max", None, lipschitz=1.0, batch=_axes_exclude_batch("axes", "takes the max over")
@@ -417,6 +442,7 @@ defmonotone("tanh", lipschitz=1.0)
 defmonotone("erf", lipschitz=2 / math.sqrt(math.pi))
 defmonotone("atan", lipschitz=1.0)
 defmonotone("asinh", lipschitz=1.0)
+defmonotone("sign")  # a step: non-decreasing, constant lines in the linear methods
 for _name in ("exp", "expm1", "log", "log1p", "sqrt", "cbrt", "sinh"):
     defmonotone(_name)
 # z ** k for odd k >= 3: the graph passes turn an ``integer_pow`` into this.

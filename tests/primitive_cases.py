@@ -69,6 +69,26 @@ NONLINEAR_CASES = {
         jax.nn.gelu(x @ _W, approximate=False) + jax.nn.gelu(x @ _W - 0.3, approximate=True)
     ),
     "atan_sinh_erf": lambda x: jnp.arctan(x @ _W) + jnp.sinh(x @ _W) - jax.lax.erf(x @ _W),
+    "clip_relu6_hard_tanh": lambda x: (
+        jnp.clip(x @ _W, -0.4, 0.9) + jax.nn.relu6(4 * x @ _W) - jax.nn.hard_tanh(x @ _W - 0.5)
+    ),
+    # Matrix products of two bounded values (attention), 1 / z and 1 / sqrt(z) (softmax
+    # and layer norm: positive denominators), a pole-crossing 1 / z (unbounded, sound),
+    # stop_gradient, square and max with -inf.
+    "bilinear": lambda x: jnp.einsum(
+        "bij,bjk->bik",
+        x.reshape(2, 2, 4),
+        jnp.tanh(x @ _W[:, :4]).reshape(2, 4, 1) + x[:, :4, None],
+    ).reshape(2, -1),
+    "softmax": lambda x: jax.nn.softmax(x @ _W, axis=-1),
+    "layer_norm_rsqrt": lambda x: (
+        (x - x.mean(1, keepdims=True))
+        * lax.rsqrt(jnp.square(x - x.mean(1, keepdims=True)).mean(1, keepdims=True) + 0.1)
+    ),
+    "reciprocal_div": lambda x: 1.0 / (x @ jnp.abs(_W) + 1.0) + x[:, :5] / (x[:, 3:] ** 2 + 0.5),
+    "reciprocal_pole": lambda x: (x @ _W) ** -1,
+    "sin_cos_sign": lambda x: jnp.sin(3 * x @ _W) + jnp.cos(x @ _W - 1) + jnp.sign(x @ _W),
+    "stop_gradient_max_inf": lambda x: jnp.maximum(lax.stop_gradient(x @ _W), -jnp.inf) + x[:, :5],
 }
 
 AFFINE_CASES["split"] = lambda x: (

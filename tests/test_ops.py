@@ -40,8 +40,16 @@ def test_the_sound_domains_have_a_rule_for_every_op():
     refusals = {
         "interval": set(),
         "linear": set(),
-        "margins": {"even_convex", "product", "maximum"},
-        "lipschitz": {"product", "maximum"},
+        "margins": {
+            "even_convex",
+            "product",
+            "maximum",
+            "reciprocal",
+            "rsqrt",
+            "bilinear",
+            "periodic",
+        },
+        "lipschitz": {"product", "maximum", "reciprocal", "rsqrt", "bilinear"},
     }
     for domain, expected in refusals.items():
         refused = {n for n, r in DOMAINS[domain].items() if isinstance(r, ops.Unsupported)}
@@ -64,7 +72,8 @@ def test_properties_are_consistent():
             assert op.monotone, op.name  # non-negative coefficients
         if op.kind == "monotone":
             assert op.monotone and op.impl is None, op.name
-        if op.kind == "activation" and op.name not in ("even_convex", "product"):
+        non_monotone = ("even_convex", "product", "reciprocal", "rsqrt", "bilinear", "periodic")
+        if op.kind == "activation" and op.name not in non_monotone:
             assert op.monotone, op.name
     assert not ops.OPS["even_convex"].monotone and not ops.OPS["product"].monotone
     assert ops.OPS["concatenate"].disjoint and not ops.OPS["add"].disjoint

@@ -186,58 +186,14 @@ def _map_chunks(run: Callable[[Array], Any], n: int, chunk_size: int) -> Any:
 
 
 def bounds_in_chunks(
-    run: Callable[[Array], tuple[Array, Array]],
-    shape: Sequence[int],
-    chunk_size: int,
-    needed: Array | None = None,
+    run: Callable[[Array], tuple[Array, Array]], shape: Sequence[int], chunk_size: int
 ) -> Interval:
     """Runs ``run(rows) -> (lower, upper)``, each ``(batch, len(rows))``, over the flat
     neuron indices of a node of ``shape``, ``chunk_size`` at a time, and assembles the
-    node's interval.
-
-    ``needed``: an optional ``(n_neurons,)`` mask; only those neurons are guaranteed a
-    pass (the others get ``(-inf, inf)`` unless they share a chunk with needed ones).
-    """
+    node's interval."""
     n = math.prod(shape[1:])
-    if needed is not None:
-        lo, hi = _needed_chunks(run, needed, min(chunk_size, n))
-    else:
-        lo, hi = run(jnp.arange(n)) if n <= chunk_size else _map_chunks(run, n, chunk_size)
+    lo, hi = run(jnp.arange(n)) if n <= chunk_size else _map_chunks(run, n, chunk_size)
     return lo.reshape(shape), hi.reshape(shape)
-
-
-def _needed_chunks(
-    run: Callable[[Array], tuple[Array, Array]], needed: Array, chunk: int
-) -> tuple[Array, Array]:
-    """``run`` on the needed neurons only: they are sorted first and the chunks past them
-    are skipped by ``lax.cond`` (a real skip under ``jit``; both branches run under
-    ``vmap``), so the cost follows the number of needed neurons, known only at run time.
-    """
-    n = needed.shape[0]
-    n_chunks = -(-n // chunk)
-    order = jnp.argsort(~needed, stable=True)  # needed neurons first
-    count = jnp.sum(needed)
-    rows = jnp.concatenate([order, jnp.full(n_chunks * chunk - n, order[-1])])
-    rows = rows.reshape(n_chunks, chunk)
-    out = jax.eval_shape(run, rows[0])
-
-    def skip(_: Array) -> tuple[Array, Array]:
-        return (
-            jnp.full(out[0].shape, -jnp.inf, out[0].dtype),
-            jnp.full(out[1].shape, jnp.inf, out[1].dtype),
-        )
-
-    def one(k: Array, chunk_rows: Array) -> tuple[Array, Array]:
-        return lax.cond(k * chunk < count, run, skip, chunk_rows)
-
-    if n_chunks <= _MAX_UNROLLED_CHUNKS:
-        parts = [one(jnp.asarray(k), rows[k]) for k in range(n_chunks)]
-        lo, hi = (jnp.concatenate(xs, axis=1) for xs in zip(*parts, strict=True))
-    else:
-        stacked = lax.map(lambda a: one(*a), (jnp.arange(n_chunks), rows))
-        lo, hi = (jnp.moveaxis(s, 0, 1).reshape(s.shape[1], -1) for s in stacked)
-    back = jnp.argsort(order)  # sorted position of each neuron
-    return jnp.take(lo[:, :n], back, axis=1), jnp.take(hi[:, :n], back, axis=1)
 
 
 def lower_bounds_in_chunks(

@@ -46,7 +46,7 @@ __all__ = [
 
 
 def _dense_identity_bounds(
-    ctx: Context, input_set: InputSet, index: int, chunk_size: int, needed: Array | None
+    ctx: Context, input_set: InputSet, index: int, chunk_size: int
 ) -> Interval:
     node = ctx.graph.nodes[index]
     batch, rest = node.shape[0], node.shape[1:]
@@ -59,19 +59,13 @@ def _dense_identity_bounds(
         m = rows.shape[0]
         return both[:, :m], -both[:, m:]
 
-    return bounds_in_chunks(run, node.shape, chunk_size, needed)
+    return bounds_in_chunks(run, node.shape, chunk_size)
 
 
 def identity_bounds(
-    ctx: Context,
-    input_set: InputSet,
-    index: int,
-    chunk_size: int | None = None,
-    needed: Array | None = None,
+    ctx: Context, input_set: InputSet, index: int, chunk_size: int | None = None
 ) -> Interval:
-    """Bounds of every neuron of node ``index`` by backward passes, ``chunk_size`` at a time
-    (only the ``needed`` ones, a flat ``(n_neurons,)`` mask, if given: the others may be
-    ``(-inf, inf)``).
+    """Bounds of every neuron of node ``index`` by backward passes, ``chunk_size`` at a time.
 
     The identity specification is never built whole: each chunk of neurons gets its
     one-hot rows (with their negations, for the upper bounds), and many chunks run in
@@ -89,9 +83,9 @@ def identity_bounds(
     """
     chain = patches.conv_chain(ctx.graph, index)
     if chain is not None and patches.prefers_patches(ctx.graph, chain):
-        return patches.identity_bounds(ctx, input_set, chain, chunk_size, needed)
+        return patches.identity_bounds(ctx, input_set, chain, chunk_size)
     return _dense_identity_bounds(
-        ctx, input_set, index, chunk_size or default_chunk_size(ctx.graph), needed
+        ctx, input_set, index, chunk_size or default_chunk_size(ctx.graph)
     )
 
 
@@ -112,7 +106,8 @@ def crown_intervals(
     either proves stable is stable). With ``screen_ibp``, a ReLU input neuron that IBP
     (from the refined bounds of the node before) already proves stable keeps IBP's
     bounds, as auto_LiRPA's sparse intermediate bounds do: its relaxation is exact
-    whatever its bounds, so only the unstable neurons' backward bounds are used.
+    whatever its bounds, so only the unstable neurons' backward bounds are used (the
+    final bounds differ from the intersected chain's where the adaptive slopes flip).
 
     Example:
       >>> from jaxcert.domains.backward import slope_chooser
@@ -129,14 +124,13 @@ def crown_intervals(
     for node in graph.nodes[1:]:
         iv = interval.propagate_node(node, intervals)
         if node.index in targets:
+            lo, hi = identity_bounds(ctx, input_set, node.index, chunk_size)
             if node.index in screened:
-                # Only neurons unstable for some example get a pass; the rest keep IBP.
+                # Every neuron still gets its pass: skipping the stable ones needs a
+                # conditional, which XLA's CPU backend ran 3x slower than the whole
+                # pass (BENCHMARKS.md).
                 stable = (iv[0] >= 0) | (iv[1] <= 0)
-                needed = ~jnp.all(stable.reshape(stable.shape[0], -1), axis=0)
-                lo, hi = identity_bounds(ctx, input_set, node.index, chunk_size, needed)
                 lo, hi = jnp.where(stable, iv[0], lo), jnp.where(stable, iv[1], hi)
-            else:
-                lo, hi = identity_bounds(ctx, input_set, node.index, chunk_size)
             if intersect_ibp:
                 lo, hi = jnp.maximum(lo, iv[0]), jnp.minimum(hi, iv[1])
             iv = (lo, hi)

@@ -11,11 +11,13 @@ of two bounded values takes the extremes over the corners.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from jaxcert import ops
 from jaxcert.graph import Graph, Node, Ref
@@ -99,6 +101,26 @@ def even_convex_range(node: Node, lower: Array, upper: Array) -> Interval:
     return node.apply(nearest_zero), jnp.maximum(node.apply(lower), node.apply(upper))
 
 
+def periodic_range(node: Node, lower: Array, upper: Array) -> Interval:
+    """The range of ``sin(z + phase)`` (a ``periodic`` node: sin or cos) on ``[l, u]``:
+    1 where the interval holds a crest, -1 where it holds a trough, else the endpoints'
+    values; widened by a few float32 rounding errors of the shifted argument."""
+    phase = node.params["phase"]
+    w_lo, w_hi = lower + phase, upper + phase
+    period = 2 * math.pi
+    crest = jnp.ceil((w_lo - math.pi / 2) / period) * period + math.pi / 2 <= w_hi
+    trough = jnp.ceil((w_lo + math.pi / 2) / period) * period - math.pi / 2 <= w_hi
+    f_lo, f_hi = node.apply(lower), node.apply(upper)
+    slack = 8 * jnp.finfo(lower.dtype).eps * (1 + jnp.maximum(jnp.abs(w_lo), jnp.abs(w_hi)))
+    low = jnp.where(trough, -1.0, jnp.minimum(f_lo, f_hi) - slack)
+    high = jnp.where(crest, 1.0, jnp.maximum(f_lo, f_hi) + slack)
+    return jnp.maximum(low, -1.0), jnp.minimum(high, 1.0)
+
+
+def _periodic_rule(node: Node, operands: Sequence[Any]) -> Interval:
+    return periodic_range(node, *operands[0])
+
+
 def _even_convex_rule(node: Node, operands: Sequence[Any]) -> Interval:
     return even_convex_range(node, *operands[0])
 
@@ -108,6 +130,32 @@ def _product_rule(node: Node, operands: Sequence[Any]) -> Interval:
     (lx, ux), (ly, uy) = operands
     corners = jnp.stack([lx * ly, lx * uy, ux * ly, ux * uy])
     return jnp.min(corners, axis=0), jnp.max(corners, axis=0)
+
+
+def _reciprocal_rule(node: Node, operands: Sequence[Any]) -> Interval:
+    # Decreasing on each side of its pole; unbounded where the interval holds 0.
+    lo, hi = operands[0]
+    pole = (lo <= 0) & (hi >= 0)
+    safe_lo, safe_hi = jnp.where(pole, 1, lo), jnp.where(pole, 1, hi)
+    return jnp.where(pole, -jnp.inf, 1 / safe_hi), jnp.where(pole, jnp.inf, 1 / safe_lo)
+
+
+def _rsqrt_rule(node: Node, operands: Sequence[Any]) -> Interval:
+    # Decreasing on z > 0 (undefined below, infinite at 0).
+    lo, hi = operands[0]
+    lower = jnp.where(hi > 0, lax.rsqrt(jnp.where(hi > 0, hi, 1)), 0)
+    return lower, jnp.where(lo > 0, lax.rsqrt(jnp.where(lo > 0, lo, 1)), jnp.inf)
+
+
+def _bilinear_rule(node: Node, operands: Sequence[Any]) -> Interval:
+    """A matrix product of two intervals in midpoint-radius form: ``x y - c_x c_y =
+    c_x d_y + d_x c_y + d_x d_y`` with ``|d| <= r``, so the radius is
+    ``|c_x| r_y + r_x |c_y| + r_x r_y`` through the same product."""
+    (lx, ux), (ly, uy) = operands
+    cx, rx, cy, ry = (lx + ux) / 2, (ux - lx) / 2, (ly + uy) / 2, (uy - ly) / 2
+    center = node.apply(cx, cy)
+    radius = node.apply(jnp.abs(cx), ry) + node.apply(rx, jnp.abs(cy)) + node.apply(rx, ry)
+    return center - radius, center + radius
 
 
 def _maximum_rule(node: Node, operands: Sequence[Any]) -> Interval:
@@ -127,6 +175,10 @@ RULES: dict[str, Rule] = ops.rule_table(
         "even_convex": _even_convex_rule,
         "product": _product_rule,
         "maximum": _maximum_rule,
+        "reciprocal": _reciprocal_rule,
+        "periodic": _periodic_rule,
+        "rsqrt": _rsqrt_rule,
+        "bilinear": _bilinear_rule,
     },
 )
 

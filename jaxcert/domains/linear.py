@@ -21,10 +21,12 @@ Only lower bounds are computed; an upper bound is minus the lower bound of ``-A`
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection
+import math
+from collections.abc import Callable, Collection
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from jaxcert import ops
 from jaxcert.domains import interval
@@ -160,6 +162,92 @@ def _maximum_rule(node: Node, A: Array, ctx: Context) -> Contributions:
     return [(x, A_d), (y, A - A_d)], bias
 
 
+def _inverse(z: Array) -> Array:
+    return 1 / z
+
+
+def _pole_lines(fn: Callable[[Array], Array], lo: Array, hi: Array, two_sided: bool) -> Relaxation:
+    """Lines of a function decreasing on each side of a pole at 0 (``1 / z``; ``1 / sqrt z``
+    on ``z > 0`` only): convex for ``z > 0``, concave for ``z < 0`` (``two_sided``), and
+    the unbounded lines ``-inf <= f <= inf`` across the pole."""
+    positive, negative = lo > 0, (hi < 0) & two_sided
+    plo, phi = jnp.where(positive, lo, 1), jnp.where(positive, hi, 2)
+    right = curved_relaxation("convex", fn, plo, phi, value_range=(fn(phi), fn(plo)))
+    nlo, nhi = jnp.where(negative, lo, -2), jnp.where(negative, hi, -1)
+    left = curved_relaxation("concave", fn, nlo, nhi, value_range=(fn(nhi), fn(nlo)))
+    zero, inf = jnp.zeros_like(lo), jnp.full_like(lo, jnp.inf)
+    # Below the pole (one-sided functions): at least f(u) where defined, else nothing.
+    floor = jnp.where(hi > 0, fn(jnp.where(hi > 0, hi, 1)), -inf) if not two_sided else -inf
+    across = Relaxation(zero, floor, zero, inf)
+    return Relaxation(
+        *(
+            jnp.where(positive, r, jnp.where(negative, c, a))
+            for r, c, a in zip(right, left, across, strict=True)
+        )
+    )
+
+
+def _pole_rule(fn: Callable[[Array], Array], two_sided: bool) -> BackwardRule:
+    def rule(node: Node, A: Array, ctx: Context) -> Contributions:
+        (z,) = node.inputs
+        lo, hi = ctx.interval(z)
+        relax = _pole_lines(fn, lo, hi, two_sided)
+        positive = A > 0
+        slope = jnp.where(positive, relax.lower_slope[:, None], relax.upper_slope[:, None])
+        offset = jnp.where(positive, relax.lower_bias[:, None], relax.upper_bias[:, None])
+        # An infinite line with a zero coefficient contributes nothing (not 0 * inf).
+        return [(z, A * slope)], sum_rest(jnp.where(A == 0, 0, A * offset))
+
+    return rule
+
+
+def _periodic_rule(node: Node, A: Array, ctx: Context) -> Contributions:
+    """sin / cos: convex or concave lines (by curvature) where ``[l, u]`` lies between two
+    consecutive zeros of ``sin(z + phase)`` (concave where it is positive), else the
+    constant lines of its range."""
+    (z,) = node.inputs
+    lo, hi = ctx.interval(z)
+    assert node.fn is not None
+    value_range = interval.periodic_range(node, lo, hi)
+    phase = node.params["phase"]
+    half = jnp.floor((lo + phase) / math.pi)
+    one_piece = hi + phase <= (half + 1) * math.pi
+    concave = jnp.mod(half, 2) == 0
+    # Each curvature's lines where it applies (a safe stand-in interval elsewhere).
+    stand_in = (jnp.where(one_piece, lo, 0.0), jnp.where(one_piece, hi, 1.0))
+    cave = curved_relaxation("concave", node.fn, *stand_in, value_range=value_range)
+    vex = curved_relaxation("convex", node.fn, *stand_in, value_range=value_range)
+    zero = jnp.zeros_like(lo)
+    flat = Relaxation(zero, value_range[0], zero, value_range[1])
+    relax = Relaxation(
+        *(
+            jnp.where(one_piece, jnp.where(concave, c, v), f)
+            for c, v, f in zip(cave, vex, flat, strict=True)
+        )
+    )
+    A_z, bias = _relaxation_rule(relax, A)
+    return [(z, A_z)], bias
+
+
+def _bilinear_rule(node: Node, A: Array, ctx: Context) -> Contributions:
+    """A matrix product ``z = D(x, y)`` of two bounded values by McCormick's planes on
+    every term ``x_k y_k`` (as :func:`_product_rule` picks them), summed by ``D`` itself:
+    ``D(x, l_y) + D(l_x, y) - D(l_x, l_y) <= z <= D(x, u_y) + D(l_x, y) - D(l_x, u_y)``."""
+    x, y = node.inputs
+    (lx, _), (ly, uy) = ctx.interval(x), ctx.interval(y)
+    A_pos, A_neg = jnp.maximum(A, 0), jnp.minimum(A, 0)
+
+    def through_x(rows: Array, other: Array) -> Array:
+        _, transpose = jax.vjp(lambda v: node.apply(v, other), lx)
+        return jax.vmap(lambda g: transpose(g)[0], in_axes=1, out_axes=1)(rows)
+
+    _, transpose_y = jax.vjp(lambda v: node.apply(lx, v), ly)
+    A_x = through_x(A_pos, ly) + through_x(A_neg, uy)
+    A_y = jax.vmap(lambda g: transpose_y(g)[0], in_axes=1, out_axes=1)(A)
+    bias = -sum_rest(A_pos * node.apply(lx, ly)[:, None] + A_neg * node.apply(lx, uy)[:, None])
+    return [(x, A_x), (y, A_y)], bias
+
+
 def _max_rule(node: Node, A: Array, ctx: Context) -> Contributions:
     # Below: the max is at least the element that is largest at the lower bounds, a
     # linear selection whose transpose is the op's own VJP at that point (ties share
@@ -190,6 +278,10 @@ RULES: dict[str, BackwardRule] = ops.rule_table(
         "even_convex": _even_convex_rule,
         "product": _product_rule,
         "maximum": _maximum_rule,
+        "reciprocal": _pole_rule(_inverse, two_sided=True),
+        "rsqrt": _pole_rule(lax.rsqrt, two_sided=False),
+        "bilinear": _bilinear_rule,
+        "periodic": _periodic_rule,
     },
 )
 

@@ -406,6 +406,9 @@ RULES: dict[str, Rule] = ops.rule_table(
         "activation": _activation_rule,
     },
     unsupported={
+        "reciprocal": "1 / z has a pole at 0: no global Lipschitz constant",
+        "rsqrt": "1 / sqrt(z) has a pole at 0: no global Lipschitz constant",
+        "bilinear": "a matrix product of two bounded values has no global Lipschitz constant",
         "product": "a product of two bounded values has no global Lipschitz constant",
         "maximum": "the ball rule takes one bounded operand; the max of two has two",
     },

@@ -281,6 +281,11 @@ RULES: dict[str, Rule] = ops.rule_table(
     unsupported={
         "even_convex": "the margin methods propagate through non-decreasing activations "
         "only (|z| and even powers are not)",
+        "reciprocal": "the margin methods propagate through non-decreasing activations only",
+        "rsqrt": "the margin methods propagate through non-decreasing activations only",
+        "bilinear": "the margin methods propagate one bounded value per activation, not "
+        "matrix products of two",
+        "periodic": "the margin methods propagate through non-decreasing activations only",
         "product": "the margin methods propagate one bounded value per activation, not "
         "products of two",
         "maximum": "the margin methods propagate one bounded value per activation, not "

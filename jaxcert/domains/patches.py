@@ -332,12 +332,9 @@ def identity_bounds(
     input_set: InputSet,
     chain: Sequence[Node],
     chunk_size: int | None = None,
-    needed: Array | None = None,
 ) -> Interval:
     """Bounds of every neuron of ``chain[0]`` (an NHWC node), lower and upper, by patch
-    passes of ``chunk_size`` neurons (default: :func:`default_chunk_size`); only the
-    ``needed`` ones (a flat mask) if given, as in
-    :func:`jaxcert.domains.backward.bounds_in_chunks`."""
+    passes of ``chunk_size`` neurons (default: :func:`default_chunk_size`)."""
     node = chain[0]
     _, _, width, channels = node.shape
 
@@ -357,4 +354,4 @@ def identity_bounds(
         return both[:, :m], -both[:, m:]
 
     chunk = chunk_size or default_chunk_size(ctx.graph, chain)
-    return bounds_in_chunks(run, node.shape, chunk, needed)
+    return bounds_in_chunks(run, node.shape, chunk)

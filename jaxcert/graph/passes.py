@@ -29,9 +29,11 @@ returns the new value. In order (:data:`PASSES`):
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -39,6 +41,7 @@ from jax import lax
 from jaxcert import ops
 from jaxcert.errors import UnsupportedOperation
 from jaxcert.graph.ir import Graph, GraphBuilder, Node, Ref
+from jaxcert.graph.source import source_line
 
 __all__ = [
     "PASSES",
@@ -108,9 +111,28 @@ def _relu(b: GraphBuilder, x: Ref, source_info: Any, slope: Any = 0.0) -> Ref:
     return b.emit("leaky_relu", [x], node.shape, node.dtype, source_info, params=params)
 
 
+def _infinite_limit(b: GraphBuilder, x: Ref, c: Any, sign: float, source_info: Any) -> bool:
+    """Whether ``c`` is ``sign * inf`` everywhere (``max(x, -inf) = x``, as softmax has
+    it); a constant infinite in some entries only has no ReLU form."""
+    if not _is_concrete(c):
+        return False
+    values = np.asarray(c)
+    if np.all(values == sign * np.inf):
+        return True
+    if np.any(np.isinf(values)):
+        raise UnsupportedOperation(
+            "max" if sign < 0 else "min",
+            source_line(source_info),
+            "a limit that is infinite in some entries only",
+        )
+    return False
+
+
 def _max_const(b: GraphBuilder, x: Ref, c: Any, source_info: Any) -> Ref:
     """``max(x, c) = relu(x - c) + c``."""
     node = b.node(x)
+    if _infinite_limit(b, x, c, -1.0, source_info):
+        return x
     c = jnp.broadcast_to(jnp.asarray(c, node.dtype), node.shape)
     if _is_zero(c):
         return _relu(b, x, source_info)
@@ -122,6 +144,8 @@ def _min_const(b: GraphBuilder, x: Ref, c: Any, source_info: Any) -> Ref:
     """``min(x, c) = c - relu(c - x)``: ``x`` occurs once, so that IBP is exact (the form
     ``x - relu(x - c)`` subtracts two copies of ``x`` whose errors do not cancel)."""
     node = b.node(x)
+    if _infinite_limit(b, x, c, 1.0, source_info):
+        return x
     c = jnp.broadcast_to(jnp.asarray(c, node.dtype), node.shape)
     if _is_zero(c):
         negated = b.emit_prim(lax.neg_p, [x], source_info)
@@ -280,28 +304,99 @@ def _even_convex(b: GraphBuilder, x: Ref, node: Node, function: str, fn: Any) ->
 
 
 def _integer_pow(b: GraphBuilder, node: Node, args: tuple[Any, ...]) -> Ref:
-    """``z ** k``: even ``k`` is convex and smallest at 0, odd ``k >= 3`` is monotone."""
+    """``z ** k``: even ``k`` is convex and smallest at 0, odd ``k >= 3`` is monotone,
+    negative ``k`` the reciprocal of ``z ** |k|``."""
     k = int(node.params["y"])
+    if k == 1:
+        return args[0]
+    if k == 0:
+        raise UnsupportedOperation("integer_pow", node.source, "z ** 0 is constant: no rule")
+    if k < 0:  # 1 / z ** |k|
+        inner = args[0] if k == -1 else _integer_power(b, args[0], node, -k)
+        return _reciprocal(b, inner, node.source_info)
+    return _integer_power(b, args[0], node, k)
 
+
+def _integer_power(b: GraphBuilder, x: Ref, node: Node, k: int) -> Ref:
     def fn(z: Any, k: int = k) -> Any:
         return lax.integer_pow(z, k)
 
-    if k == 1:
-        return args[0]
-    if k <= 0:
-        raise UnsupportedOperation(
-            "integer_pow", node.source, f"z ** {k} has a pole (or is constant) at 0: no rule"
-        )
     if k % 2 == 0:
-        return _even_convex(b, args[0], node, "integer_pow", fn)
-    return _monotone(b, args[0], node, "odd_pow", fn)
+        return _even_convex(b, x, node, "integer_pow", fn)
+    return _monotone(b, x, node, "odd_pow", fn)
+
+
+def _to_shape(b: GraphBuilder, x: Ref, shape: tuple[int, ...], source_info: Any) -> Ref:
+    """``x`` broadcast to ``shape`` (same rank, size-1 axes stretched) if it differs."""
+    if b.node(x).shape == shape:
+        return x
+    dims = tuple(range(len(shape)))
+    return b.emit_prim(
+        lax.broadcast_in_dim_p,
+        [x],
+        source_info,
+        shape=shape,
+        broadcast_dimensions=dims,
+        sharding=None,
+    )
+
+
+def _product(b: GraphBuilder, node: Node, x: Ref, y: Ref) -> Ref:
+    """``x * y`` of two bounded values, both broadcast to the product's shape first (the
+    product's rules pair equal-shaped operands)."""
+    x, y = (_to_shape(b, v, node.shape, node.source_info) for v in (x, y))
+    return b.emit("product", [x, y], node.shape, node.dtype, node.source_info)
 
 
 def _mul(b: GraphBuilder, node: Node, args: tuple[Any, ...]) -> Ref:
     """A product of two bounded values becomes a ``product`` node; others stay linear."""
     if len(node.bounded) < 2:
         return b.copy(node, args)
-    return b.emit("product", list(args), node.shape, node.dtype, node.source_info)
+    return _product(b, node, *args)
+
+
+# mul's bind parameters in this JAX version (``out_dtype`` since 0.9).
+_MUL_PARAMS = dict(jax.make_jaxpr(lax.mul)(1.0, 1.0).eqns[0].params)
+
+
+def _reciprocal(b: GraphBuilder, y: Ref, source_info: Any) -> Ref:
+    node = b.node(y)
+    return b.emit("reciprocal", [y], node.shape, node.dtype, source_info)
+
+
+def _div(b: GraphBuilder, node: Node, args: tuple[Any, ...]) -> Ref:
+    """``x / y`` with ``y`` bounded is ``x * (1 / y)``: a ``reciprocal`` node, then a
+    product (``x`` bounded) or a scaling (``x`` constant)."""
+    if 1 not in node.bounded:
+        return b.copy(node, args)
+    inverse = _reciprocal(b, args[1], node.source_info)
+    if 0 in node.bounded:
+        return _product(b, node, args[0], inverse)
+    inverse = _to_shape(b, inverse, node.shape, node.source_info)
+    return b.emit_prim(lax.mul_p, [args[0], inverse], node.source_info, **_MUL_PARAMS)
+
+
+def _rsqrt(b: GraphBuilder, node: Node, args: tuple[Any, ...]) -> Ref:
+    return b.emit("rsqrt", [args[0]], node.shape, node.dtype, node.source_info)
+
+
+def _square(b: GraphBuilder, node: Node, args: tuple[Any, ...]) -> Ref:
+    return _even_convex(b, args[0], node, "square", lax.square)
+
+
+def _dot_general(b: GraphBuilder, node: Node, args: tuple[Any, ...]) -> Ref:
+    """A matrix product of two bounded values becomes a ``bilinear`` node (in full
+    precision); with one bounded operand it stays linear."""
+    if len(node.bounded) < 2:
+        return b.copy(node, args)
+    params = _full_precision(node)
+    return b.emit("bilinear", list(args), node.shape, node.dtype, node.source_info, params=params)
+
+
+def _identity(b: GraphBuilder, node: Node, args: tuple[Any, ...]) -> Ref:
+    # stop_gradient changes derivatives, not values: bounds go straight through (its
+    # transpose would be zero, which the backward passes must not see).
+    return args[0]
 
 
 def _erfc(b: GraphBuilder, node: Node, args: tuple[Any, ...]) -> Ref:
@@ -316,10 +411,40 @@ def _erfc(b: GraphBuilder, node: Node, args: tuple[Any, ...]) -> Ref:
     return b.emit_prim(lax.sub_p, [one, inner], node.source_info)
 
 
+def _periodic(phase: float) -> RewriteRule:
+    """``sin`` (phase 0) and ``cos`` (phase pi / 2, ``cos z = sin(z + pi / 2)``)."""
+
+    def rule(b: GraphBuilder, node: Node, args: tuple[Any, ...]) -> Ref:
+        prim, params = node.primitive, node.params
+
+        def fn(z: Any, prim: Any = prim, params: dict[str, Any] = params) -> Any:
+            return prim.bind(z, **params)
+
+        params_out = {"phase": phase, "function": node.op}
+        return b.emit(
+            "periodic",
+            [args[0]],
+            node.shape,
+            node.dtype,
+            node.source_info,
+            params=params_out,
+            fn=fn,
+        )
+
+    return rule
+
+
 RECOGNISE_MONOTONE: dict[str, RewriteRule] = {
+    "sin": _periodic(0.0),
+    "cos": _periodic(math.pi / 2),
     "abs": _abs,
     "erfc": _erfc,
     "mul": _mul,
+    "div": _div,
+    "rsqrt": _rsqrt,
+    "square": _square,
+    "dot_general": _dot_general,
+    "stop_gradient": _identity,
     "integer_pow": _integer_pow,
     **{
         op.name: _monotone_primitive

@@ -147,9 +147,9 @@ def test_box_lower_handles_infinite_bounds_with_zero_coefficients():
     np.testing.assert_allclose(box_lower(rows, box), [[2.0 - 4.0]])
 
 
-def test_default_crown_is_differentiable_through_the_skipped_passes():
-    # On this net (eps 0.1) all chains give the same bounds, so their gradients agree: the
-    # textbook chain's gradient is computed without the skipped passes (lax.cond).
+def test_default_crown_is_differentiable_through_both_chains():
+    # On this net (eps 0.1) all chains give the same bounds, so their gradients agree:
+    # the default's (two chains, a maximum, the output box) equals textbook CROWN's.
     fn, x = _pooled_conv_net(2, "avg")
 
     def grad(**flags):

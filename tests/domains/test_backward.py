@@ -70,37 +70,3 @@ def test_conv_batch_chunk_splits_big_batches_on_cpu_only():
     assert conv_batch_chunk(30, 4 * CPU_CONV_CHUNK_BYTES, "cpu") == 1
     assert conv_batch_chunk(900, 4 * CPU_CONV_CHUNK_BYTES, "cpu") == 900 // 32 + 1  # <= 32 calls
     assert conv_batch_chunk(900, per_example, "gpu") == 900
-
-
-# ------------------------------------------------------------- needed neurons only
-
-
-def _counting_run(calls):
-    """A fake pass: neuron i's bounds are (i, 2 i) for both examples; counts its calls."""
-
-    def run(rows):
-        jax.debug.callback(lambda: calls.append(1))
-        values = jnp.broadcast_to(rows.astype(jnp.float32), (2, rows.shape[0]))
-        return values, 2 * values
-
-    return run
-
-
-@pytest.mark.parametrize("chunk", [3, 1])  # 4 unrolled chunks; 10 chunks in lax.map
-def test_bounds_in_chunks_runs_only_the_chunks_of_needed_neurons(chunk):
-    needed = jnp.array([False, True, False, False, True, False, False, False, False, True])
-    calls: list[int] = []
-    run = jax.jit(lambda m: backward.bounds_in_chunks(_counting_run(calls), (2, 10), chunk, m))
-    lo, hi = run(needed)
-    jax.effects_barrier()
-    idx = np.flatnonzero(np.asarray(needed))
-    np.testing.assert_array_equal(np.asarray(lo)[:, idx], np.broadcast_to(idx, (2, 3)))
-    np.testing.assert_array_equal(np.asarray(hi)[:, idx], 2 * np.broadcast_to(idx, (2, 3)))
-    # The three needed neurons fill ceil(3 / chunk) chunks; the others are skipped.
-    assert len(calls) == -(-3 // chunk)
-    skipped = np.isinf(np.asarray(lo)[0])
-    assert skipped.sum() >= 10 - chunk * len(calls) and not skipped[idx].any()
-    calls.clear()
-    run(jnp.zeros(10, bool))  # nothing needed: no pass at all
-    jax.effects_barrier()
-    assert calls == []

@@ -140,3 +140,27 @@ def test_clip_is_exact_where_every_neuron_stays_in_one_piece():
     np.testing.assert_allclose(b.upper, exact.upper, atol=5e-5)
     assert np.all(np.asarray(b.lower) <= np.asarray(exact.lower) + 1e-6)
     assert 0 < float(inside.sum()) < 12  # both kinds of piece occur
+
+
+@pytest.mark.parametrize(
+    "fn, lo, hi, concave",
+    [(jnp.sin, 0.2, 1.2, True), (jnp.sin, 3.5, 5.5, False), (jnp.cos, 2.0, 4.0, False)],
+)
+def test_sin_and_cos_get_chords_between_two_zeros(fn, lo, hi, concave):
+    # One curvature on [l, u] (sin concave on [0, pi], convex on [pi, 2 pi]), so the chord
+    # is a line of the relaxation (below if concave, above if convex): minus the chord's
+    # slope times x, that side's bound is exact; IBP's is not.
+    slope = float((fn(hi) - fn(lo)) / (hi - lo))
+    s = jaxcert.Box(jnp.full((1, 1), lo), jnp.full((1, 1), hi))
+    g = lambda x: fn(x) - slope * x  # noqa: E731
+    b, ibp = (jaxcert.bound(g, s, m) for m in ("crown-ibp", "ibp"))
+    z = jnp.linspace(lo, hi, 2001)
+    values = g(z)
+    assert float(b.lower[0, 0]) <= float(values.min()) + 1e-6
+    assert float(b.upper[0, 0]) >= float(values.max()) - 1e-6
+    if concave:
+        np.testing.assert_allclose(b.lower[0, 0], values.min(), atol=1e-4)
+        assert float(ibp.lower[0, 0]) < float(values.min()) - 0.1
+    else:
+        np.testing.assert_allclose(b.upper[0, 0], values.max(), atol=1e-4)
+        assert float(ibp.upper[0, 0]) > float(values.max()) + 0.1

@@ -265,8 +265,10 @@ def test_bad_arguments():
         margins(tiny, s, "ibp")
     with pytest.raises(ValueError, match="gamma"):
         margins(tiny, s, "double-margin", gamma=0.0)
-    with pytest.raises(jaxcert.UnsupportedOperation, match="sin"):
-        margins(lambda x: jnp.sin(x), s)
+    with pytest.raises(jaxcert.UnsupportedOperation, match="periodic"):
+        margins(lambda x: jnp.sin(x), s)  # sin is bounded, but not monotone
+    with pytest.raises(jaxcert.UnsupportedOperation, match="tan"):
+        margins(lambda x: jnp.tan(x), s)
 
 
 def test_margin_methods_are_option_objects():
