@@ -169,6 +169,9 @@ def box_lower(rows: Array, box: Interval) -> Array:
     """Lower bounds ``(batch, n_rows)`` of ``rows . y`` over ``y`` in the box ``(lo, hi)``;
     ``rows`` ``(batch, n_rows, *shape[1:])``, the box's arrays ``(batch, *shape[1:])``.
 
+    Not :meth:`jaxcert.Box.concretize`: its midpoint-radius form turns an infinite bound
+    (an interval across a pole) into NaN; here each endpoint is read on its own side.
+
     Example:
       >>> box_lower(jnp.array([[[1.0, -1.0]]]), (jnp.zeros((1, 2)), jnp.ones((1, 2))))
       Array([[-1.]], dtype=float32)

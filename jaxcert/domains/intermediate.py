@@ -145,8 +145,9 @@ _KINKED_AT_ZERO = frozenset({"relu", "leaky_relu"})
 
 def screenable_nodes(graph: Graph) -> set[int]:
     """The pre-activation nodes read by no activation but ReLU-like ones (kinked at 0): a
-    neuron of theirs with an interval on one side of 0 is relaxed exactly, so IBP's
-    proof of stability makes its backward pass unnecessary.
+    neuron of theirs with an interval on one side of 0 is relaxed exactly, so where IBP
+    proves it stable its backward bound is not needed (it is still computed: see
+    :func:`crown_intervals`).
 
     Example:
       >>> fn = lambda x: jax.nn.relu(x) + jax.nn.sigmoid(2.0 * x)
